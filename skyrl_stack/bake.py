@@ -1,0 +1,172 @@
+"""The build definition: every build argument, label and tag, derived from the pins.
+
+Produces a `docker buildx bake` definition (JSON). It is pure data from
+`pins.toml`, so golden tests pin it and `docker buildx bake --print` checks the
+production targets statically on machines that cannot build them.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+from skyrl_stack.errors import StackError
+from skyrl_stack.pins import Pins, Variant
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = "docker/Dockerfile"
+LABEL_PREFIX = "io.skyrl-stack"
+
+# Docker's reference grammar (distribution/reference): lowercase path
+# components, optional registry host[:port]; tags are [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}.
+_REPO_RE = re.compile(
+    r"^(?:(?:[a-zA-Z0-9-]+\.)*[a-zA-Z0-9-]+(?::[0-9]+)?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
+)
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def validate_repository(repository: str) -> str:
+    if not repository or not _REPO_RE.match(repository) or "@" in repository:
+        raise StackError(
+            f"malformed image repository {repository!r}",
+            hint="use host[:port]/name[/name] in lowercase, without tag or digest, e.g. ghcr.io/me/skyrl-stack",
+        )
+    return repository
+
+
+def validate_tag(tag: str) -> str:
+    if not _TAG_RE.match(tag):
+        raise StackError(
+            f"malformed image tag {tag!r}",
+            hint="tags are 1-128 characters of letters, digits, '_', '.' and '-', not starting with '.' or '-'",
+        )
+    return tag
+
+
+def descriptive_tag(pins: Pins, variant: Variant) -> str:
+    """A tag that says what is inside, e.g. vllm-skyrl1ed499c-ray2.48.0-py3.12-cu12.8."""
+    parts = [variant.name]
+    if variant.has_skyrl:
+        parts.append(f"skyrl{pins.skyrl_commit[:7]}")
+    parts += [f"ray{pins.ray}", f"py{variant.python_minor}", f"cu{pins.cuda}" if variant.gpu else "cpu"]
+    return validate_tag("-".join(parts))
+
+
+def pins_tag(pins: Pins, variant: Variant) -> str:
+    """A tag that names the exact pins (content-addressed by the pins' hash)."""
+    return validate_tag(f"{variant.name}-pins-{pins.digest()}")
+
+
+def tags(pins: Pins, variant: Variant, repository: str) -> list[str]:
+    validate_repository(repository)
+    return [f"{repository}:{descriptive_tag(pins, variant)}", f"{repository}:{pins_tag(pins, variant)}"]
+
+
+def git_revision() -> str:
+    """This project's commit (OCI revision label); '-dirty' when the tree has edits."""
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{rev}-dirty" if dirty else rev
+
+
+def build_args(pins: Pins, variant: Variant, base_image: str | None = None) -> dict[str, str]:
+    args = {
+        "BASE_IMAGE": base_image or variant.base_image,
+        "VARIANT": variant.name,
+        "PYTHON_VERSION": variant.python,
+        "UV_VERSION": pins.uv,
+        "UV_SHA256": pins.uv_sha256,
+        "SOURCE_DATE_EPOCH": str(pins.source_date_epoch),
+    }
+    if variant.has_skyrl:
+        args.update(
+            VENV_STAGE="venv-skyrl",
+            SKYRL_REPO=pins.skyrl_repo,
+            SKYRL_COMMIT=pins.skyrl_commit,
+            SKYRL_SUBDIR=pins.skyrl_subdir,
+            SKYRL_EXTRA=variant.skyrl_extra,
+        )
+    else:
+        args.update(VENV_STAGE="venv-rehearsal", REHEARSAL_LOCK=variant.lock)
+    return args
+
+
+def labels(pins: Pins, variant: Variant, base_image: str | None = None, revision: str | None = None) -> dict[str, str]:
+    """OCI labels plus every pin, so `docker inspect` tells what an image holds."""
+    base = base_image or variant.base_image
+    created = datetime.fromtimestamp(pins.source_date_epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    result = {
+        "org.opencontainers.image.title": f"skyrl-stack {variant.name}",
+        "org.opencontainers.image.description": variant.description,
+        "org.opencontainers.image.version": descriptive_tag(pins, variant),
+        "org.opencontainers.image.revision": revision if revision is not None else git_revision(),
+        "org.opencontainers.image.created": created,
+        "org.opencontainers.image.base.name": base,
+        f"{LABEL_PREFIX}.variant": variant.name,
+        f"{LABEL_PREFIX}.pins-digest": pins.digest(),
+        f"{LABEL_PREFIX}.python.version": variant.python,
+        f"{LABEL_PREFIX}.uv.version": pins.uv,
+        f"{LABEL_PREFIX}.ray.version": pins.ray,
+        f"{LABEL_PREFIX}.skypilot.tested": pins.skypilot_tested,
+    }
+    if "@sha256:" in base:
+        result["org.opencontainers.image.base.digest"] = base.split("@", 1)[1]
+    if variant.gpu:
+        result[f"{LABEL_PREFIX}.cuda.version"] = pins.cuda
+    if variant.has_skyrl:
+        result[f"{LABEL_PREFIX}.skyrl.repo"] = pins.skyrl_repo
+        result[f"{LABEL_PREFIX}.skyrl.ref"] = pins.skyrl_ref
+        result[f"{LABEL_PREFIX}.skyrl.commit"] = pins.skyrl_commit
+        result[f"{LABEL_PREFIX}.skyrl.extra"] = variant.skyrl_extra
+    for package, version in sorted(variant.expect.items()):
+        result[f"{LABEL_PREFIX}.expect.{package}"] = version
+    return result
+
+
+def bake_definition(
+    pins: Pins,
+    variants: list[Variant],
+    repository: str,
+    *,
+    base_image: str | None = None,
+    ca_bundle: str | None = None,
+    output_dir: Path | None = None,
+    revision: str | None = None,
+) -> dict:
+    """The `docker buildx bake` JSON for these variants.
+
+    Outputs are OCI archives with `rewrite-timestamp`: this engine's image
+    exporter refuses rewrite-timestamp together with unpacking, and the
+    archive's manifest digest is exactly what a registry will report later.
+    """
+    targets = {}
+    for variant in variants:
+        target = {
+            "context": ".",
+            "dockerfile": DOCKERFILE,
+            "target": variant.target,
+            "platforms": [pins.platform],
+            "args": build_args(pins, variant, base_image),
+            "labels": labels(pins, variant, base_image, revision),
+            "tags": tags(pins, variant, repository),
+            # Provenance attestations embed build times: off for local,
+            # reproducible builds (the CI pipeline attaches its own).
+            "attest": ["type=provenance,disabled=true", "type=sbom,disabled=true"],
+        }
+        if ca_bundle:
+            target["secret"] = [f"id=ca,src={ca_bundle}"]
+        if output_dir is not None:
+            dest = Path(output_dir) / f"{variant.name}.oci.tar"
+            target["output"] = [f"type=oci,dest={dest},rewrite-timestamp=true"]
+        targets[variant.name] = target
+    return {"group": {"default": {"targets": [v.name for v in variants]}}, "target": targets}

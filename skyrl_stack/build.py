@@ -1,0 +1,115 @@
+"""`invoke build`: run docker buildx bake, load the result, write a build record."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from skyrl_stack import bake, engine
+from skyrl_stack.cli import step
+from skyrl_stack.errors import StackError
+from skyrl_stack.pins import load_pins
+from skyrl_stack.records import BuildRecord, state_dir, write_json_atomic
+
+
+def build_variants(
+    variants: list[str],
+    repository: str,
+    *,
+    base_image: str | None = None,
+    no_cache: bool = False,
+    ca_bundle: str | None = None,
+    progress: str = "auto",
+) -> list[BuildRecord]:
+    """Build each variant, load it into the engine, and record ref and digest.
+
+    All input is checked before anything runs, so a bad variant, repository or
+    CA path fails in a second with nothing built or tagged.
+    """
+    pins = load_pins()
+    if not variants:
+        raise StackError("no variant given", hint=f"choose from: {', '.join(pins.variant_names)}")
+    chosen = [pins.variant(name) for name in dict.fromkeys(variants)]
+    bake.validate_repository(repository)
+    if ca_bundle and not Path(ca_bundle).is_file():
+        raise StackError(f"CA bundle not found: {ca_bundle}", hint="pass the path of a PEM file, or leave --ca-bundle empty")
+    engine.require_buildx()
+
+    work = state_dir() / "build"
+    work.mkdir(parents=True, exist_ok=True)
+    definition = bake.bake_definition(
+        pins, chosen, repository,
+        base_image=base_image,
+        ca_bundle=str(Path(ca_bundle).resolve()) if ca_bundle else None,
+        output_dir=work,
+    )
+    bake_file = work / "bake.json"
+    write_json_atomic(bake_file, definition)
+    metadata_file = work / "metadata.json"
+    metadata_file.unlink(missing_ok=True)
+
+    names = ", ".join(v.name for v in chosen)
+    step(f"building {names} (pins {pins.digest()}, SOURCE_DATE_EPOCH={pins.source_date_epoch})")
+    command = ["docker", "buildx", "bake", "--file", str(bake_file), "--metadata-file", str(metadata_file),
+               "--progress", progress]
+    if no_cache:
+        command.append("--no-cache")
+    command += [v.name for v in chosen]
+    started = time.monotonic()
+    # SOURCE_DATE_EPOCH also in the environment: buildx propagates it to the
+    # exporter, which clamps file and config timestamps to it.
+    env = dict(os.environ, SOURCE_DATE_EPOCH=str(pins.source_date_epoch))
+    result = subprocess.run(command, cwd=bake.REPO_ROOT, env=env, check=False)
+    if result.returncode != 0:
+        raise StackError(
+            f"docker buildx bake failed for {names} (exit {result.returncode})",
+            hint="the build output above names the failing step; nothing was tagged or pushed",
+        )
+    seconds = round(time.monotonic() - started, 1)
+    metadata = json.loads(metadata_file.read_text())
+
+    client = engine.client()
+    records = []
+    for variant in chosen:
+        target = definition["target"][variant.name]
+        digest = metadata[variant.name]["containerimage.digest"]
+        archive = work / f"{variant.name}.oci.tar"
+        _load(archive, digest)
+        image = client.images.get(digest)
+        for ref in target["tags"]:
+            repo, tag = ref.rsplit(":", 1)
+            image.tag(repo, tag)
+        record = BuildRecord(
+            variant=variant.name,
+            repository=repository,
+            digest=digest,
+            tags=target["tags"],
+            pins_digest=pins.digest(),
+            pins=pins.raw,
+            source_date_epoch=pins.source_date_epoch,
+            base_image=target["args"]["BASE_IMAGE"],
+            built_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            build_seconds=seconds,
+        )
+        path = record.save()
+        step(f"{variant.name}: {record.tags[0]} = {digest} (record: {path})")
+        records.append(record)
+    return records
+
+
+def _load(archive: Path, digest: str) -> None:
+    """Load the OCI archive; the engine's image id must be the manifest digest."""
+    step(f"loading {archive.name} into the engine")
+    result = subprocess.run(["docker", "load", "--quiet", "--input", str(archive)], capture_output=True, text=True, check=False)
+    archive.unlink(missing_ok=True)
+    if result.returncode != 0:
+        raise StackError(f"docker load failed: {result.stderr.strip()}", hint="is the engine's containerd image store enabled?")
+    check = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", digest], capture_output=True, text=True, check=False)
+    if check.returncode != 0 or check.stdout.strip() != digest:
+        raise StackError(
+            f"loaded image does not have the built digest {digest}",
+            hint='enable the containerd image store: {"features": {"containerd-snapshotter": true}} in /etc/docker/daemon.json',
+        )

@@ -1,0 +1,70 @@
+"""Shared fixtures: the real Docker engine, a real registry process, the rehearsal image.
+
+Container tests use the engine that scripts/setup-test-machine.sh installs and
+starts (.ci/run does this on a fresh machine). They fail, not skip, when it is
+missing: a green suite must mean the container paths really ran.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.registry import RegistryProcess
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The Debian base image made without a registry (see scripts/setup-test-machine.sh).
+TEST_BASE_IMAGE = os.environ.get("SKYRL_STACK_TEST_BASE", "skyrl-stack/debian-base:bookworm")
+# The CA bundle of this machine's TLS-intercepting proxy, passed as a build secret.
+TEST_CA_BUNDLE = os.environ.get("SKYRL_STACK_TEST_CA", "/etc/ssl/certs/ca-certificates.crt")
+TEST_REPOSITORY = "127.0.0.1:5000/skyrl-stack-test"
+
+
+@pytest.fixture
+def state_dir(tmp_path, monkeypatch):
+    """An empty state directory (.skyrl-stack) for build records and reports."""
+    path = tmp_path / "state"
+    monkeypatch.setenv("SKYRL_STACK_STATE_DIR", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    probe = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.fail("no Docker engine: run scripts/setup-test-machine.sh first (.ci/run does)", pytrace=False)
+    return probe.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def rehearsal_image(docker_engine, tmp_path_factory):
+    """The rehearsal variant, built once per session through the real build path.
+
+    Returns its BuildRecord; the state dir it was written to is record_dir.
+    """
+    from skyrl_stack.build import build_variants
+
+    state = tmp_path_factory.mktemp("rehearsal-state")
+    old = os.environ.get("SKYRL_STACK_STATE_DIR")
+    os.environ["SKYRL_STACK_STATE_DIR"] = str(state)
+    try:
+        (record,) = build_variants(
+            ["rehearsal"], TEST_REPOSITORY, base_image=TEST_BASE_IMAGE,
+            ca_bundle=TEST_CA_BUNDLE, progress="quiet",
+        )
+    finally:
+        if old is None:
+            os.environ.pop("SKYRL_STACK_STATE_DIR", None)
+        else:
+            os.environ["SKYRL_STACK_STATE_DIR"] = old
+    record.state_dir = state
+    return record
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """A real registry process (Debian's docker-registry) with htpasswd auth on a free port."""
+    with RegistryProcess(tmp_path / "registry") as reg:
+        yield reg
