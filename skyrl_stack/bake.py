@@ -18,17 +18,21 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = "docker/Dockerfile"
 LABEL_PREFIX = "io.skyrl-stack"
 
-# Docker's reference grammar (distribution/reference): lowercase path
-# components, optional registry host[:port]; tags are [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}.
-_REPO_RE = re.compile(
-    r"^(?:(?:[a-zA-Z0-9-]+\.)*[a-zA-Z0-9-]+(?::[0-9]+)?/)?"
-    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
-)
+# Docker's reference grammar (distribution/reference): an optional registry
+# host[:port] (recognised by a '.' or ':' or being 'localhost'), then lowercase
+# path components; tags are [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}.
+_HOST_RE = re.compile(r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?$")
+_PATH_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 def validate_repository(repository: str) -> str:
-    if not repository or not _REPO_RE.match(repository) or "@" in repository:
+    parts = (repository or "").split("/")
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        host_ok, path = bool(_HOST_RE.match(parts[0])), parts[1:]
+    else:
+        host_ok, path = True, parts
+    if not host_ok or not all(_PATH_RE.match(p) for p in path):
         raise StackError(
             f"malformed image repository {repository!r}",
             hint="use host[:port]/name[/name] in lowercase, without tag or digest, e.g. ghcr.io/me/skyrl-stack",

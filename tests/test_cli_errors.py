@@ -1,0 +1,65 @@
+"""Bad input through the real `invoke` command line: one clear error, a hint, non-zero exit, nothing done."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+
+def invoke(*args, env=None, timeout=120):
+    merged = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env=merged, timeout=timeout)
+
+
+def assert_clean_error(result, cause):
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    errors = [i for i, line in enumerate(lines) if line.startswith("error: ")]
+    assert len(errors) == 1 and cause in lines[errors[0]], result.stderr
+    assert lines[errors[0] + 1].startswith("hint: ") and errors[0] + 2 == len(lines), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_invoke_list_imports_no_heavy_library():
+    """`invoke --list` must stay instant: docker, sky and boto3 load only inside the tasks that need them."""
+    probe = ("import sys\nfrom invoke.main import program\n"
+             "try:\n    program.run(['invoke', '--list'], exit=False)\nexcept SystemExit:\n    pass\n"
+             "print('HEAVY', sorted(m for m in ('docker', 'sky', 'boto3', 'botocore', 'requests') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert "build" in result.stdout and "push" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+def test_unknown_variant(state_dir):
+    assert_clean_error(invoke("build", "--variant", "tensorrt"), "unknown variant 'tensorrt'")
+    assert not (state_dir / "builds").exists()
+
+
+def test_malformed_repository(state_dir):
+    assert_clean_error(invoke("build", "--variant", "rehearsal", "--repository", "Bad/Repo:tag"),
+                       "malformed image repository")
+    assert not (state_dir / "builds").exists()
+
+
+def test_missing_ca_bundle(state_dir):
+    assert_clean_error(invoke("build", "--variant", "rehearsal", "--ca-bundle", "/nonexistent.pem"),
+                       "CA bundle not found")
+
+
+@pytest.mark.parametrize("task", [["build", "--variant", "rehearsal"], ["push", "--variant", "rehearsal"]])
+def test_docker_daemon_not_running(task, state_dir, tmp_path):
+    if task[0] == "push":  # push needs a record to get as far as the engine
+        from skyrl_stack.pins import load_pins
+        from skyrl_stack.records import BuildRecord
+
+        BuildRecord(variant="rehearsal", repository="127.0.0.1:5000/x", digest="sha256:" + "0" * 64, tags=[],
+                    pins_digest="x", pins=load_pins().raw, source_date_epoch=0, base_image="b", built_at="t",
+                    build_seconds=1).save()
+        task = task + ["--skip-smoke-gate"]
+    result = invoke(*task, env={"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock", "SKYRL_STACK_STATE_DIR": str(state_dir)})
+    assert_clean_error(result, "cannot reach the Docker daemon")

@@ -1,0 +1,115 @@
+"""The rehearsal image, built for real from the debootstrap base through `invoke build`'s code path.
+
+It shares every stage but the Python environment with the production targets,
+so these tests prove the runtime stage, the uv stage, the stack stage, the
+labels and the manifest for all variants.
+"""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import tarfile
+
+import pytest
+
+from skyrl_stack.pins import load_pins
+from tests.conftest import TEST_CA_BUNDLE
+
+pytestmark = pytest.mark.container
+
+
+def run_in(image: str, command: str) -> str:
+    result = subprocess.run(["docker", "run", "--rm", image, "bash", "-lc", command],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_ray_is_the_pinned_version_in_login_and_plain_shells(rehearsal_image):
+    assert run_in(rehearsal_image.ref, "ray --version").strip().endswith(load_pins().ray)
+    plain = subprocess.run(["docker", "run", "--rm", rehearsal_image.ref, "python", "-c",
+                            "import ray; print(ray.__version__)"], capture_output=True, text=True, timeout=120)
+    assert plain.stdout.strip() == load_pins().ray
+
+
+def test_manifest_lists_every_pin_and_installed_package(rehearsal_image):
+    manifest = json.loads(run_in(rehearsal_image.ref, "cat /opt/skyrl-stack/manifest.json"))
+    pins = load_pins()
+    assert manifest["pins"] == pins.raw
+    assert manifest["pins_digest"] == pins.digest()
+    assert manifest["variant"] == "rehearsal"
+    assert manifest["packages"]["ray"] == pins.ray
+    assert manifest["uv"] == pins.uv
+    assert manifest["python"].startswith(pins.variant("rehearsal").python)
+
+
+def test_labels_carry_the_pins(rehearsal_image):
+    out = subprocess.run(["docker", "image", "inspect", rehearsal_image.ref, "--format", "{{json .Config.Labels}}"],
+                         capture_output=True, text=True, check=True).stdout
+    labels = json.loads(out)
+    pins = load_pins()
+    assert labels["io.skyrl-stack.ray.version"] == pins.ray
+    assert labels["io.skyrl-stack.pins-digest"] == pins.digest()
+    assert labels["org.opencontainers.image.created"] == "2025-10-13T19:42:07Z"
+    assert labels["org.opencontainers.image.version"] == "rehearsal-ray2.48.0-py3.11-cpu"
+
+
+def test_skypilot_prerequisites_and_no_runtime_env_hook(rehearsal_image):
+    out = run_in(rehearsal_image.ref,
+                 "for c in rsync curl wget patch sshd pip3 fusermount sudo; do command -v $c >/dev/null || echo MISSING $c; done;"
+                 " env | grep -c RAY_RUNTIME_ENV_HOOK || true")
+    assert "MISSING" not in out, out
+    assert out.strip().splitlines()[-1] == "0"
+
+
+def test_each_container_gets_its_own_sshd_host_keys(rehearsal_image):
+    """The image ships none; a login shell (as SkyPilot's setup runs) makes them."""
+    first = run_in(rehearsal_image.ref, "cat /etc/ssh/ssh_host_ed25519_key.pub")
+    second = run_in(rehearsal_image.ref, "cat /etc/ssh/ssh_host_ed25519_key.pub")
+    assert first.startswith("ssh-ed25519") and first != second
+
+
+def _layer_members(image_ref: str):
+    """Every file in every layer of the image, as (path, bytes-or-None), read from `docker save`."""
+    saved = subprocess.run(["docker", "save", image_ref], capture_output=True, check=True).stdout
+    outer = tarfile.open(fileobj=io.BytesIO(saved))
+    for member in outer.getmembers():
+        if not member.isfile():
+            continue
+        blob = outer.extractfile(member).read()
+        try:
+            layer = tarfile.open(fileobj=io.BytesIO(blob))
+        except tarfile.TarError:
+            continue  # configs, manifests, index
+        for item in layer.getmembers():
+            data = layer.extractfile(item).read() if item.isfile() and item.size < 2_000_000 else None
+            yield item.name, data
+
+
+def _proxy_certificates(image_ref: str) -> list[bytes]:
+    """Certificates in this machine's CA bundle that the image's own Debian bundle lacks (the proxy CA)."""
+    host = open(TEST_CA_BUNDLE, "rb").read()
+    image = subprocess.run(["docker", "run", "--rm", image_ref, "cat", "/etc/ssl/certs/ca-certificates.crt"],
+                           capture_output=True, check=True).stdout
+    blocks = [b"-----BEGIN CERTIFICATE-----" + part.split(b"-----END CERTIFICATE-----")[0]
+              for part in host.split(b"-----BEGIN CERTIFICATE-----")[1:]]
+    return [block for block in blocks if block not in image]
+
+
+def test_no_ca_bundle_token_or_cache_in_any_layer_or_history(rehearsal_image):
+    proxy_certs = _proxy_certificates(rehearsal_image.ref)
+    assert proxy_certs, "the build used this machine's proxy CA, so there must be one to look for"
+    leaks = []
+    for path, data in _layer_members(rehearsal_image.ref):
+        if path.startswith(("root/.cache/", "var/cache/apt/archives/", "run/secrets/")) and not path.endswith("/"):
+            leaks.append(path)
+        if path.startswith("var/lib/apt/lists/") and not path.endswith(("lock", "/")) and "partial" not in path:
+            leaks.append(path)
+        if data and any(cert[30:200] in data for cert in proxy_certs):
+            leaks.append(f"proxy CA in {path}")
+    assert leaks == []
+    history = subprocess.run(["docker", "history", "--no-trunc", rehearsal_image.ref], capture_output=True,
+                             text=True, check=True).stdout
+    assert "BEGIN CERTIFICATE" not in history
+    assert all(cert[30:200].decode() not in history for cert in proxy_certs)
