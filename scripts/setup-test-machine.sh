@@ -17,25 +17,27 @@ REGISTRY_PASSWORD=${SKYRL_STACK_TEST_REGISTRY_PASSWORD:-ci-password}
 log() { printf '[setup] %s\n' "$*"; }
 mkdir -p "$STATE_DIR"
 
-install_packages() {
-  export DEBIAN_FRONTEND=noninteractive
+add_trixie_suite() {
   # trixie carries docker.io 26 (BuildKit new enough for rewrite-timestamp).
   # A low pin keeps everything else on bookworm: `-t trixie` would pull in
   # trixie's libc6, systemd and perl.
-  if [ ! -f /etc/apt/sources.list.d/trixie.sources ]; then
-    cat >/etc/apt/sources.list.d/trixie.sources <<'EOF'
+  [ -f /etc/apt/sources.list.d/trixie.sources ] && return
+  cat >/etc/apt/sources.list.d/trixie.sources <<'EOF'
 Types: deb
 URIs: http://deb.debian.org/debian
 Suites: trixie
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
-    cat >/etc/apt/preferences.d/trixie-low <<'EOF'
+  cat >/etc/apt/preferences.d/trixie-low <<'EOF'
 Package: *
 Pin: release n=trixie
 Pin-Priority: 100
 EOF
-  fi
+}
+
+install_packages() {
+  export DEBIAN_FRONTEND=noninteractive
   local need=()
   command -v dockerd >/dev/null || need+=(docker.io/trixie)
   docker buildx version >/dev/null 2>&1 || need+=(docker-buildx/trixie)
@@ -45,6 +47,7 @@ EOF
   command -v htpasswd >/dev/null || need+=(apache2-utils)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing: ${need[*]}"
+    case " ${need[*]} " in *"/trixie "*) add_trixie_suite ;; esac
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   fi
@@ -58,6 +61,11 @@ start_dockerd() {
   if [ ! -f /etc/docker/daemon.json ]; then
     echo '{"features": {"containerd-snapshotter": true}}' >/etc/docker/daemon.json
   fi
+  # A daemon killed uncleanly (e.g. at the end of a previous session) leaves
+  # its pid file behind, and a new dockerd refuses to start over it.
+  for pidfile in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
+    if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then rm -f "$pidfile"; fi
+  done
   log "starting dockerd (log: $STATE_DIR/dockerd.log)"
   # setsid: the daemon must outlive this script (no systemd on this machine).
   setsid dockerd >"$STATE_DIR/dockerd.log" 2>&1 < /dev/null &

@@ -1,0 +1,43 @@
+"""`invoke lint`: the static checks of what cannot be built or run here.
+
+hadolint on the Dockerfile, cfn-lint on the CloudFormation template, and
+GitHub's workflow schema on the image pipeline. The tools come from the dev
+extras (they ship their binaries on PyPI) and are found beside this Python.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from skyrl_stack.cli import step
+from skyrl_stack.errors import StackError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHECKS = {
+    "hadolint": ["hadolint", "docker/Dockerfile"],
+    "cfn-lint": ["cfn-lint", "infra/aws/registry.yaml"],
+    "workflow schema": ["check-jsonschema", "--builtin-schema", "vendor.github-workflows", ".github/workflows/image.yml"],
+}
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name, path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if not found:
+        raise StackError(f"{name} is not installed", hint="install the dev tools: pip install -e '.[dev]'")
+    return found
+
+
+def lint() -> None:
+    failed = []
+    for label, (name, *args) in CHECKS.items():
+        step(f"lint: {label}")
+        result = subprocess.run([tool(name), *args], cwd=REPO_ROOT, capture_output=True, text=True)
+        if result.returncode != 0:
+            print((result.stdout + result.stderr).rstrip(), file=sys.stderr)
+            failed.append(label)
+    if failed:
+        raise StackError(f"lint failed: {', '.join(failed)}", hint="the findings are printed above")
+    step("lint: all clean")

@@ -1,0 +1,75 @@
+""".github/workflows/image.yml: valid for GitHub, and every `invoke` call in it exists with those options."""
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW = REPO_ROOT / ".github" / "workflows" / "image.yml"
+INVOKE = str(Path(sys.executable).with_name("invoke"))
+
+
+def test_workflow_validates_against_githubs_schema():
+    # check-jsonschema vendors GitHub's published workflow schema (offline).
+    result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
+                             str(WORKFLOW)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def invoke_calls(workflow: dict) -> list[tuple[str, list[str]]]:
+    """(task, [--option, ...]) for every `invoke <task> ...` in the workflow's run: steps."""
+    calls = []
+    for job in workflow["jobs"].values():
+        for step in job.get("steps", []):
+            script = step.get("run")
+            if not script:
+                continue
+            script = re.sub(r"\$\{\{[^}]*\}\}", "X", script)  # expressions are opaque values here
+            for line in script.replace("\\\n", " ").splitlines():
+                words = shlex.split(line, comments=True)
+                for i, word in enumerate(words):
+                    if word == "invoke" or word.endswith("/invoke"):
+                        task, *rest = words[i + 1:]
+                        options = []
+                        for arg in rest:
+                            if arg in {"&&", "||", ";", "|"}:
+                                break
+                            if arg.startswith("--"):
+                                options.append(arg.split("=", 1)[0])
+                        calls.append((task, options))
+    return calls
+
+
+@lru_cache(maxsize=None)
+def listed_tasks() -> frozenset[str]:
+    """Task names as `invoke --list` prints them (two-space indent, name first; wrapped help lines are deeper)."""
+    out = subprocess.run([INVOKE, "--list", "--list-format=flat"], cwd=REPO_ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    return frozenset(m.group(1) for m in re.finditer(r"^  (\S+)", out, re.M))
+
+
+def task_options(task: str) -> str:
+    return subprocess.run([INVOKE, "--help", task], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+
+
+CALLS = invoke_calls(yaml.safe_load(WORKFLOW.read_text()))
+
+
+def test_workflow_calls_invoke_tasks():
+    names = {task for task, _ in CALLS}
+    assert {"build", "push", "smoke", "render"} <= names  # the pipeline is made of the user's tasks
+
+
+@pytest.mark.parametrize("task,options", CALLS, ids=[f"{t} {' '.join(o)}" for t, o in CALLS])
+def test_every_invoke_call_exists(task, options):
+    assert task in listed_tasks(), f"`invoke {task}` is not in `invoke --list`"
+    help_text = task_options(task)
+    missing = [opt for opt in options if not re.search(rf"(^|\s|,){re.escape(opt)}[=\s\[]", help_text, re.M)]
+    assert not missing, f"`invoke {task}` has no option(s) {missing}"
