@@ -146,6 +146,7 @@ def bake_definition(
     ca_bundle: str | None = None,
     output_dir: Path | None = None,
     revision: str | None = None,
+    cache_ref: str | None = None,
 ) -> dict:
     """The `docker buildx bake` JSON for these variants.
 
@@ -167,6 +168,11 @@ def bake_definition(
             # reproducible builds (the CI pipeline attaches its own).
             "attest": ["type=provenance,disabled=true", "type=sbom,disabled=true"],
         }
+        if cache_ref:
+            # A registry build cache (CI runners start empty); needs a BuildKit
+            # that can export caches (docker-container driver or containerd store).
+            target["cache-from"] = [f"type=registry,ref={cache_ref}"]
+            target["cache-to"] = [f"type=registry,ref={cache_ref},mode=max"]
         if ca_bundle:
             target["secret"] = [f"id=ca,src={ca_bundle}"]
         if output_dir is not None:

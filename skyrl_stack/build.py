@@ -23,6 +23,7 @@ def build_variants(
     no_cache: bool = False,
     ca_bundle: str | None = None,
     progress: str = "auto",
+    cache_ref: str | None = None,
 ) -> list[BuildRecord]:
     """Build each variant, load it into the engine, and record ref and digest.
 
@@ -45,6 +46,7 @@ def build_variants(
         base_image=base_image,
         ca_bundle=str(Path(ca_bundle).resolve()) if ca_bundle else None,
         output_dir=work,
+        cache_ref=cache_ref,
     )
     bake_file = work / "bake.json"
     write_json_atomic(bake_file, definition)

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Benchmark the rehearsal image: build times, size overhead, incremental push bytes.
+
+Not a test: it measures and prints figures (and writes reports/bench-image.json).
+Needs the machine set up by scripts/setup-dev.sh (engine, base image, the local
+registry on 127.0.0.1:5000 with user ci). Run: .venv/bin/python scripts/bench_image.py
+
+Figures:
+  cold build      --no-cache (BuildKit's download cache mounts stay warm, as on a dev machine)
+  top-layer build after a change to the project's own scripts (stands in for a SkyRL bump)
+  no-op rebuild   nothing changed
+  size overhead   image size vs base image + the Python environment
+  push bytes      what an incremental push sends after the top-layer change vs the first push
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from skyrl_stack.build import build_variants  # noqa: E402
+from skyrl_stack.pins import load_pins  # noqa: E402
+from skyrl_stack.push import push_variant  # noqa: E402
+
+REPOSITORY = os.environ.get("BENCH_REPOSITORY", "127.0.0.1:5000/skyrl-stack-bench")
+CA = "/etc/ssl/certs/ca-certificates.crt"
+TOP_LAYER_FILE = REPO / "docker/scripts/bin/skyrl-smoke"
+
+
+def timed_build(no_cache: bool = False):
+    started = time.monotonic()
+    (record,) = build_variants(["rehearsal"], REPOSITORY, no_cache=no_cache,
+                               ca_bundle=CA if Path(CA).exists() else None, progress="quiet")
+    return record, round(time.monotonic() - started, 1)
+
+
+def image_size(ref: str) -> int:
+    out = subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", ref],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.strip())
+
+
+def venv_size(ref: str) -> int:
+    out = subprocess.run(["docker", "run", "--rm", ref, "du", "-sb", "/opt/skyrl/venv"],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0])
+
+
+def main() -> int:
+    os.environ["SKYRL_STACK_STATE_DIR"] = tempfile.mkdtemp(prefix="bench-image-")
+    os.environ.setdefault("SKYRL_STACK_REGISTRY_USER", "ci")
+    os.environ.setdefault("SKYRL_STACK_REGISTRY_PASSWORD", "ci-password")
+    results: dict[str, float | int | str] = {}
+
+    print("cold build (--no-cache) ...", flush=True)
+    first, results["cold_build_s"] = timed_build(no_cache=True)
+    print("first push (whole image) ...", flush=True)
+    results["push_full_bytes"] = push_variant("rehearsal", override_gate=True).pushed["bytes_sent"]
+
+    print("no-op rebuild ...", flush=True)
+    _, results["noop_rebuild_s"] = timed_build()
+
+    original = TOP_LAYER_FILE.read_text()
+    try:
+        TOP_LAYER_FILE.write_text(original + f"# bench {time.time()}\n")
+        print("rebuild after a top-layer change ...", flush=True)
+        changed, results["top_layer_rebuild_s"] = timed_build()
+        print("incremental push ...", flush=True)
+        results["push_incremental_bytes"] = push_variant("rehearsal", override_gate=True).pushed["bytes_sent"]
+    finally:
+        TOP_LAYER_FILE.write_text(original)
+    assert changed.digest != first.digest, "a changed script must change the digest"
+
+    base = load_pins().variant("rehearsal").base_image
+    results["image_bytes"] = image_size(changed.ref)
+    results["base_bytes"] = image_size(base)
+    results["venv_bytes"] = venv_size(changed.ref)
+    payload = results["base_bytes"] + results["venv_bytes"]
+    results["size_overhead_pct"] = round(100 * (results["image_bytes"] - payload) / payload, 1)
+    results["cold_vs_top_layer_ratio"] = round(results["cold_build_s"] / results["top_layer_rebuild_s"], 1)
+    results["cold_vs_noop_ratio"] = round(results["cold_build_s"] / results["noop_rebuild_s"], 1)
+    results["push_incremental_pct"] = round(100 * results["push_incremental_bytes"] / results["push_full_bytes"], 2)
+
+    out = REPO / "reports" / "bench-image.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    width = max(map(len, results))
+    for key, value in results.items():
+        print(f"{key:<{width}}  {value}")
+    print(f"(written to {out})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Set up this machine for skyrl-stack: the Docker engine, base image and local
+# registry (scripts/setup-test-machine.sh, needs root on Debian), then the
+# project's virtualenv in .venv with the dev tools. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup-test-machine.sh
+
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv"
+  python3 -m venv .venv
+fi
+echo "[setup] installing skyrl-stack and its dev tools into .venv"
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[dev]'
+echo "[setup] ready: activate with 'source .venv/bin/activate'"
