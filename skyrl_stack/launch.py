@@ -1,0 +1,205 @@
+"""Launch, inspect and tear down the rendered task through SkyPilot's Python SDK (or locally).
+
+`--cloud local` runs the same rendered task in local containers
+(skyrl_stack.local_cluster). Every other cloud goes through `sky.launch` ->
+request id -> `sky.stream_and_get`, after the smoke gate has passed the image
+digest. SkyPilot is imported only here, inside the functions.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+from skyrl_stack.cli import step
+from skyrl_stack.errors import StackError
+from skyrl_stack.render import for_local, render, task_config
+from skyrl_stack.task_spec import LOCAL, TaskSpec
+
+# Registries a cloud node cannot pull from.
+_LOCAL_REGISTRY = re.compile(r"^(127\.0\.0\.1|localhost|0\.0\.0\.0)(:\d+)?/")
+
+
+def default_cluster(spec: TaskSpec) -> str:
+    return f"skyrl-{spec.variant}"
+
+
+def launch(
+    spec: TaskSpec,
+    *,
+    cluster: str | None = None,
+    dry_run: bool = False,
+    detach: bool = False,
+    autostop: int | None = None,
+    down: bool = False,
+    skip_smoke_gate: bool = False,
+    env_overrides: dict | None = None,
+    command: str = "invoke launch",
+) -> int:
+    """Launch the task; returns the job's exit code (0 when detached or a dry run)."""
+    if autostop is not None and autostop < 0:
+        raise StackError(f"bad --autostop {autostop}", hint="minutes of idleness before stopping, 0 or more")
+    if spec.cloud == LOCAL:
+        return launch_local(spec, cluster=cluster, env_overrides=env_overrides, command=command)
+    if _LOCAL_REGISTRY.match(spec.image):
+        raise StackError(
+            f"image {spec.image} is in a registry only this machine can reach",
+            hint="push it to a registry the cloud can pull from (invoke push), then launch",
+        )
+    if not dry_run:
+        require_smoke_passed(spec.image, skip_smoke_gate)
+    secrets = launch_secrets(spec, required=not dry_run)
+    path, _ = render(spec, command=command)
+    step(f"rendered {path}")
+    return _sky_launch(spec, path, secrets, cluster or default_cluster(spec), dry_run, detach, autostop, down, env_overrides)
+
+
+def require_smoke_passed(image: str, override: bool) -> None:
+    """The smoke gate (skyrl_stack.smoke_gate): no cloud launch of an untested digest."""
+    from skyrl_stack.smoke_gate import require_passed
+
+    require_passed(image, override=override, action="launch")
+
+
+def launch_secrets(spec: TaskSpec, required: bool) -> dict:
+    """Secret values from this shell's environment, by the names the YAML declares."""
+    wanted = {}
+    if spec.logger == "wandb":
+        wanted["WANDB_API_KEY"] = "WANDB_API_KEY"
+    login = spec.registry_login
+    if login and login.password_env:
+        wanted["SKYPILOT_DOCKER_PASSWORD"] = login.password_env
+    values = {}
+    for secret, env in wanted.items():
+        value = os.environ.get(env)
+        if value is None and required:
+            raise StackError(
+                f"{env} is not set (needed for {secret})",
+                hint=f"export {env}=..." + (" or launch with --logger console" if secret == "WANDB_API_KEY" else ""),
+            )
+        values[secret] = value if value is not None else "<dry-run>"
+    return values
+
+
+def _sdk():
+    os.environ.setdefault("SKYPILOT_DEBUG", "0")
+    try:
+        import sky
+    except ImportError as exc:
+        raise StackError(f"SkyPilot is not installed: {exc}", hint="pip install 'skypilot[aws]'") from None
+    return sky
+
+
+def _explain(exc: Exception, cloud: str | None) -> StackError:
+    """One clear line for SkyPilot's failures, with the `sky check` hint for access problems."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    where = cloud or "the cloud"
+    name = type(exc).__name__
+    if name == "ApiServerConnectionError":
+        return StackError(f"cannot reach the SkyPilot API server: {text}", hint="start it with `sky api start` (or unset SKYPILOT_DISABLE_LOCAL_API_SERVER)")
+    if name in ("NoCloudAccessError", "ResourcesUnavailableError", "NotSupportedError", "CloudUserIdentityError") or "credential" in text.lower():
+        return StackError(f"SkyPilot cannot launch on {where}: {text}", hint=f"run `{('sky check ' + cloud) if cloud else 'sky check'}` to see which credentials are missing")
+    return StackError(f"SkyPilot failed: {text}", hint="see `sky api logs` for details")
+
+
+def _sky_launch(spec, path, secrets, cluster, dry_run, detach, autostop, down, env_overrides) -> int:
+    import yaml
+
+    sky = _sdk()
+    config = yaml.safe_load(path.read_text())
+    try:
+        task = sky.Task.from_yaml_config(
+            config,
+            env_overrides=list((env_overrides or {}).items()) or None,
+            secrets_overrides=list(secrets.items()) or None,
+        )
+    except ValueError as exc:
+        raise StackError(f"SkyPilot rejects the task: {' '.join(str(exc).split())}", hint="re-render it: invoke render") from None
+    step(f"sky.launch {cluster} on {spec.infra or 'any cloud'} ({spec.nodes} node(s), {spec.gpus or 'no GPUs'})")
+    try:
+        request = sky.launch(task, cluster_name=cluster, dryrun=dry_run, idle_minutes_to_autostop=autostop, down=down)
+        job_id, _handle = sky.stream_and_get(request)
+    except Exception as exc:  # SkyPilot's own exception types; re-raised as one line
+        if isinstance(exc, (KeyboardInterrupt, StackError)):
+            raise
+        raise _explain(exc, spec.cloud) from None
+    if dry_run:
+        step("dry run: nothing was launched")
+        return 0
+    if detach or job_id is None:
+        step(f"job {job_id} submitted on {cluster}; follow it with: invoke logs --cluster {cluster}")
+        return 0
+    return logs(cluster, job_id=job_id, follow=True)
+
+
+def launch_local(spec: TaskSpec, *, cluster: str | None, env_overrides: dict | None, command: str) -> int:
+    from skyrl_stack import local_cluster
+    from skyrl_stack.pins import load_pins
+
+    spec = for_local(spec)
+    path, _ = render(spec, command=command)
+    step(f"rendered {path}")
+    job = local_cluster.from_task(
+        task_config(spec), nodes=spec.nodes, gpus_per_node=spec.gpus_per_node,
+        image=spec.image, name=cluster or f"skyrl-local-{spec.variant}", env_overrides=env_overrides,
+        gpu_devices=load_pins().variant(spec.variant).gpu and spec.gpus_per_node > 0,
+    )
+    return local_cluster.run(job)
+
+
+def status(cluster: str | None = None) -> list[dict]:
+    sky = _sdk()
+    try:
+        records = sky.stream_and_get(sky.status(cluster_names=[cluster] if cluster else None))
+    except Exception as exc:
+        raise _explain(exc, None) from None
+    rows = []
+    for record in records:
+        get = record.get if isinstance(record, dict) else lambda key, r=record: getattr(r, key, None)
+        rows.append({"name": get("name"), "status": str(getattr(get("status"), "value", get("status"))),
+                     "resources": get("resources_str") or ""})
+    for row in rows:
+        print(f"{row['name']:<28} {row['status']:<10} {row['resources']}")
+    if not rows:
+        print("no clusters" + (f" named {cluster}" if cluster else ""))
+    return rows
+
+
+def logs(cluster: str, job_id: int | None = None, follow: bool = True) -> int:
+    sky = _sdk()
+    try:
+        return int(sky.tail_logs(cluster, job_id, follow) or 0)
+    except Exception as exc:
+        raise _explain(exc, None) from None
+
+
+def down(cluster: str) -> None:
+    if cluster == LOCAL:
+        from skyrl_stack.local_cluster import cleanup_leftovers
+
+        step(f"removed {cleanup_leftovers()} leftover local cluster container(s)")
+        return
+    sky = _sdk()
+    try:
+        sky.stream_and_get(sky.down(cluster))
+    except Exception as exc:
+        raise _explain(exc, None) from None
+    step(f"{cluster} is down")
+
+
+def command_line() -> str:
+    """How this run was invoked, for the rendered file's header."""
+    import shlex
+
+    return shlex.join(["invoke", *sys.argv[1:]])
+
+
+def parse_env(values) -> dict:
+    """['KEY=VALUE', ...] -> {KEY: VALUE} for --env."""
+    result = {}
+    for item in values or ():
+        key, sep, value = item.partition("=")
+        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise StackError(f"bad --env {item!r}", hint="use KEY=VALUE, e.g. --env SKYRL_RAY_JOIN_TIMEOUT=60")
+        result[key] = value
+    return result

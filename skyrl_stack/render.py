@@ -1,0 +1,342 @@
+"""Render a SkyPilot task YAML from a build record and a TaskSpec, checked by SkyPilot's own parser.
+
+The file pins the image by digest, installs nothing at launch (no `setup:`),
+and its `run:` calls scripts baked into the image (docker/scripts/bin):
+skyrl-gsm8k-data, skyrl-ray-up, then skyrl-train (or, for the rehearsal
+image, skyrl-rehearsal-job). Secrets appear only as names (null placeholders);
+their values are supplied at launch.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shlex
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from skyrl_stack.errors import StackError
+from skyrl_stack.pins import load_pins
+from skyrl_stack.records import load_build_record
+from skyrl_stack.task_spec import (
+    LOCAL,
+    BUCKET_MOUNT,
+    TaskSpec,
+    apply_spec_sets,
+    parse_cloud,
+    parse_gpus,
+    parse_nodes,
+    parse_registry_login,
+    parse_sets,
+    training_overrides,
+)
+
+SKYPILOT_DIR = Path("skypilot")
+_DIGEST_REF = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")
+# Clouds where SkyPilot implements `network_tier: best` (sky/clouds/*.py).
+NETWORK_TIER_CLOUDS = {"aws", "gcp", "nebius", "kubernetes"}
+# The pinned prod image is tens of GB unpacked; smaller disks fail at pull (skypilot#1506).
+MIN_DISK_GB = {True: 100, False: 20}
+# How long the Ray head waits for every node to join (seconds); env-overridable per launch.
+DEFAULT_JOIN_TIMEOUT = 600
+# Overrides the spec owns and the YAML exposes as envs, so `sky launch --env
+# LOGGER=console` works as in SkyRL's example.
+ENV_BOUND = {"trainer.logger": "LOGGER", "generator.backend": "INFERENCE_BACKEND"}
+
+
+def build_spec(
+    variant: str,
+    cloud: str = "aws",
+    gpus: str | None = None,
+    nodes=1,
+    memory: str | None = None,
+    disk_size=None,
+    bucket: str | None = None,
+    sets=(),
+    image: str | None = None,
+    allow_tag: bool = False,
+    registry_login: str | None = None,
+    pull_secret: str | None = None,
+    logger: str | None = None,
+    default_gpus: str = "L40S:4",
+) -> TaskSpec:
+    """Validate every option and the build record; returns the spec (no side effects)."""
+    pins = load_pins()
+    var = pins.variant(variant)
+    cloud_name, region = parse_cloud(cloud)
+    nodes = parse_nodes(nodes)
+    if gpus is None:
+        gpus = default_gpus if var.gpu else None
+    if gpus:
+        parse_gpus(gpus)
+    sets = parse_sets(sets)
+    if not var.has_skyrl and sets:
+        raise StackError(f"--set is for the training command; variant {variant!r} has none", hint="use --variant vllm or sglang")
+    if image is None:
+        record = load_build_record(variant)
+        image = record.pushed_ref or record.ref
+    if not _DIGEST_REF.match(image) and not allow_tag:
+        raise StackError(
+            f"image {image!r} is not pinned by digest",
+            hint="use REPO@sha256:<digest> (invoke build/push record it), or pass --allow-tag to accept a moving tag",
+        )
+    try:
+        disk = int(disk_size) if disk_size not in (None, "") else 256
+    except ValueError:
+        disk = 0
+    if disk < MIN_DISK_GB[var.gpu]:
+        raise StackError(
+            f"bad --disk-size {disk_size!r}: the {variant} image needs at least {MIN_DISK_GB[var.gpu]} GB",
+            hint="leave it out for SkyPilot's default of 256 GB",
+        )
+    if bucket and not re.match(r"^(s3|gs|r2|cos|oci|https)://[^/\s]+", bucket):
+        raise StackError(f"bad --bucket {bucket!r}", hint="use s3://BUCKET[/path] or gs://BUCKET[/path]")
+    login = parse_registry_login(registry_login, image)
+    if cloud_name == "kubernetes" and login:
+        raise StackError(
+            "on Kubernetes SkyPilot ignores registry login variables",
+            hint="create a docker-registry secret in the namespace and pass --pull-secret NAME",
+        )
+    if pull_secret and cloud_name != "kubernetes":
+        raise StackError("--pull-secret is for --cloud kubernetes", hint="on VMs use --registry-login USER:PASSWORD_ENV@SERVER")
+    spec = TaskSpec(
+        variant=variant,
+        image=image,
+        backend=var.inference_backend,
+        cloud=cloud_name,
+        region=region,
+        gpus=gpus,
+        nodes=nodes,
+        memory=memory or ("64+" if var.gpu else None),
+        disk_size=disk,
+        bucket=bucket or None,
+        logger=logger or ("wandb" if var.has_skyrl else "console"),
+        network_tier_best=nodes > 1 and cloud_name in NETWORK_TIER_CLOUDS,
+        registry_login=login,
+        sets=sets,
+        extra={"pull_secret": pull_secret} if pull_secret else {},
+    )
+    return apply_spec_sets(spec) if var.has_skyrl else spec
+
+
+def task_config(spec: TaskSpec) -> dict:
+    """The task as a dict, in the order of SkyPilot's examples (name, resources, ..., run)."""
+    pins = load_pins()
+    resources = {"image_id": f"docker:{spec.image}"}
+    if spec.infra:
+        resources["infra"] = spec.infra
+    if spec.gpus:
+        resources["accelerators"] = spec.gpus
+    else:
+        resources["cpus"] = "2+"
+    if spec.memory:
+        resources["memory"] = spec.memory
+    resources["disk_size"] = spec.disk_size
+    if spec.network_tier_best:
+        resources["network_tier"] = "best"
+
+    config: dict = {"name": f"skyrl-{spec.variant}", "resources": resources, "num_nodes": spec.nodes}
+    envs = {"LOGGER": spec.logger}
+    if spec.backend:
+        envs["INFERENCE_BACKEND"] = spec.backend
+    envs["SKYRL_RAY_JOIN_TIMEOUT"] = str(DEFAULT_JOIN_TIMEOUT)
+    config["envs"] = envs
+
+    secrets: dict = {}
+    if spec.logger == "wandb":
+        secrets["WANDB_API_KEY"] = None
+    login = spec.registry_login
+    if login:
+        # SkyPilot wants all three together, all in secrets (sky/task.py). An
+        # empty password on ECR makes SkyPilot use the node's IAM role.
+        secrets["SKYPILOT_DOCKER_USERNAME"] = login.username
+        secrets["SKYPILOT_DOCKER_PASSWORD"] = None if login.password_env else ""
+        secrets["SKYPILOT_DOCKER_SERVER"] = login.server
+    if secrets:
+        config["secrets"] = secrets
+    if spec.bucket:
+        config["file_mounts"] = {BUCKET_MOUNT: {"source": spec.bucket, "mode": "MOUNT"}}
+
+    # --ipc=host: NCCL and vLLM need the host's shared memory (a private
+    # /dev/shm is too small). No --ulimit memlock: AWS `network_tier: best`
+    # adds it where EFA needs it, and hosts without CAP_SYS_RESOURCE refuse it.
+    overrides: dict = {"docker": {"run_options": ["--ipc=host"]}}
+    if spec.extra.get("pull_secret"):
+        overrides["kubernetes"] = {"pod_config": {"spec": {"imagePullSecrets": [{"name": spec.extra["pull_secret"]}]}}}
+    config["config"] = overrides
+    config["run"] = run_script(spec, pins.ray_port)
+    return config
+
+
+def run_script(spec: TaskSpec, ray_port: int) -> str:
+    lines = [
+        "set -euo pipefail",
+        "# Every step is a script baked into the image (/usr/local/bin); nothing is installed here.",
+    ]
+    if spec.backend:
+        lines += [
+            "# Data first, on every node: a node joins Ray only once its data exists,",
+            "# because the trainer may be scheduled on any node.",
+            f"skyrl-gsm8k-data {shlex.quote(spec.data_dir)}",
+        ]
+    lines += [
+        f"# Our Ray on port {ray_port}, clear of SkyPilot's own Ray (6380). The head waits",
+        "# until all SKYPILOT_NUM_NODES nodes joined (SKYRL_RAY_JOIN_TIMEOUT seconds).",
+        f"skyrl-ray-up --port {ray_port}",
+        'if [ "$SKYPILOT_NODE_RANK" = "0" ]; then',
+    ]
+    if spec.backend:
+        args = []
+        for item in training_overrides(spec):
+            key, _, value = item.partition("=")
+            env = ENV_BOUND.get(key)
+            args.append(f'{key}="${env}"' if env else _quote(item))
+        lines.append("  skyrl-train \\")
+        lines += [f"    {arg} \\" for arg in args[:-1]] + [f"    {args[-1]}"]
+    else:
+        lines.append(f"  skyrl-rehearsal-job --port {ray_port}")
+    lines.append("fi")
+    return "\n".join(lines) + "\n"
+
+
+def _quote(arg: str) -> str:
+    """Shell-quote, preferring double quotes so Hydra lists stay readable: "k=['a']"."""
+    if shlex.quote(arg) == arg:
+        return arg
+    if not any(ch in arg for ch in '"$`\\!'):
+        return f'"{arg}"'
+    return shlex.quote(arg)
+
+
+def header(spec: TaskSpec, command: str) -> str:
+    pins = load_pins()
+    ckpt = (
+        f"checkpoints go to {spec.bucket} (mounted at {BUCKET_MOUNT}) and survive `invoke down`."
+        if spec.bucket
+        else f"checkpoints stay on the nodes' disks ({spec.ckpt_path}) and are LOST on teardown; use --bucket to keep them."
+    )
+    lines = [
+        "# SkyPilot task rendered by skyrl-stack. Do not edit: re-render instead.",
+        f"# Command: {command}",
+        f"# Image:   {spec.image} (variant {spec.variant})",
+        f"# Pins:    {pins.digest()} - SkyRL {pins.skyrl_ref} ({pins.skyrl_commit[:12]}), Ray {pins.ray} on port {pins.ray_port},",
+        f"#          Python {load_pins().variant(spec.variant).python}, SkyPilot {pins.skypilot_tested}",
+        f"# Note:    {ckpt}",
+        "# Launch:  invoke launch ... (or: sky launch -c NAME THIS_FILE --secret WANDB_API_KEY)",
+    ]
+    if spec.registry_login and spec.registry_login.password_env:
+        lines.append(f"# Registry password: read from ${spec.registry_login.password_env} at launch (--secret SKYPILOT_DOCKER_PASSWORD).")
+    return "\n".join(lines) + "\n"
+
+
+_SECTION_NOTES = {
+    "resources": "Image by digest: exactly what was built and smoke-tested. Ports: none needed (Ray stays inside the cluster).",
+    "num_nodes": "Re-render for another size: the training placement below is computed for it.",
+    "secrets": "Names only; values are given at launch (invoke launch, or sky launch --secret NAME).",
+    "config": "docker run options for NCCL / vLLM shared memory (ignored on Kubernetes).",
+    "run": "No setup: the image holds every dependency.",
+}
+
+
+def to_yaml(config: dict, head: str) -> str:
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper, data):
+        style = "|" if "\n" in data else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+    Dumper.add_representer(str, text)
+    parts = [head]
+    for key, value in config.items():
+        if key in _SECTION_NOTES:
+            parts.append(f"\n# {_SECTION_NOTES[key]}\n")
+        parts.append(yaml.dump({key: value}, Dumper=Dumper, sort_keys=False, width=120))
+    return "".join(parts)
+
+
+def validate(config: dict) -> None:
+    """Check the task with SkyPilot's own schema and Task parser (offline); raise its message."""
+    os.environ.setdefault("SKYPILOT_DISABLE_LOCAL_API_SERVER", "1")
+    try:
+        import sky
+        from sky.utils import common_utils, schemas
+    except ImportError as exc:
+        raise StackError(f"SkyPilot is not installed: {exc}", hint="pip install 'skypilot[aws]' (or --no-validate)") from None
+    try:
+        common_utils.validate_schema(copy.deepcopy(config), schemas.get_task_schema(), "Invalid task YAML: ")
+        # Null secrets are filled at launch (`sky launch --secret NAME`); give
+        # them a stand-in the same way, so the check covers the launch path.
+        blanks = [(k, "<given-at-launch>") for k, v in (config.get("secrets") or {}).items() if v is None]
+        sky.Task.from_yaml_config(copy.deepcopy(config), secrets_overrides=blanks or None)
+    except Exception as exc:  # SkyPilot raises ValueError and its own exception types
+        message = " ".join(str(exc).split())
+        raise StackError(f"SkyPilot rejects the task: {message}", hint="fix the option named above and render again") from None
+
+
+def default_out(spec: TaskSpec) -> Path:
+    where = spec.cloud or "any"
+    return SKYPILOT_DIR / f"{spec.variant}-{where}-{spec.nodes}n.yaml"
+
+
+def render(spec: TaskSpec, out: Path | None = None, command: str = "invoke render", check: bool = True) -> tuple[Path, str]:
+    """Render, validate (what is written is what SkyPilot parsed), then write atomically."""
+    import yaml
+
+    config = task_config(spec)
+    text = to_yaml(config, header(spec, command))
+    if check:
+        validate(yaml.safe_load(text))
+    out = Path(out) if out else default_out(spec)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; the task file holds no secret
+    os.replace(tmp, out)
+    return out, text
+
+
+def for_local(spec: TaskSpec) -> TaskSpec:
+    """The spec `--cloud local` runs: same task, no cloud placement."""
+    return replace(spec, cloud=LOCAL, region=None, network_tier_best=False)
+
+
+# Checked-in examples (skypilot/examples/): a placeholder digest, clearly marked.
+EXAMPLE_IMAGE = "ghcr.io/your-org/skyrl-stack@sha256:" + "0" * 64
+EXAMPLES_COMMAND = "python -m skyrl_stack.render --examples"
+
+
+def render_example(variant: str) -> str:
+    spec = build_spec(variant, cloud="aws", nodes=1, image=EXAMPLE_IMAGE)
+    note = (
+        "# PLACEHOLDER: the image digest below is all zeros. Do not launch this file;\n"
+        "# run `invoke render` for a YAML with your build's real digest.\n"
+    )
+    return note + to_yaml(task_config(spec), header(spec, EXAMPLES_COMMAND))
+
+
+def write_examples() -> list[Path]:
+    paths = []
+    import yaml
+
+    for variant in ("vllm", "sglang"):
+        text = render_example(variant)
+        validate(yaml.safe_load(text))
+        path = SKYPILOT_DIR / "examples" / f"{variant}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        paths.append(path)
+    return paths
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--examples"]:
+        sys.exit("usage: python -m skyrl_stack.render --examples")
+    for written in write_examples():
+        print(written)

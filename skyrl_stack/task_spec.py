@@ -1,0 +1,243 @@
+"""What to launch, as a small typed spec, and the GSM8K GRPO training overrides.
+
+Standard library only: the smoke suite composes SkyRL's Hydra config with
+exactly :func:`training_overrides`, possibly inside the image, and `invoke
+render` must stay instant. Parsing here validates every user input up front so
+that a bad value fails before anything is written (see render.py).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+
+from skyrl_stack.errors import StackError
+
+# Clouds SkyPilot (0.10.5 .. 0.14) accepts in `infra`. `local` is ours: it runs
+# the task's `run:` in local containers (skyrl_stack.local_cluster), never SkyPilot.
+CLOUDS = (
+    "aws", "gcp", "azure", "nebius", "lambda", "oci", "runpod", "kubernetes",
+    "paperspace", "fluidstack", "cudo", "do", "vast", "ibm", "scp", "vsphere",
+    "hyperbolic", "seeweb", "shadeform", "primeintellect", "mithril", "verda", "yotta",
+)
+CLOUD_ALIASES = {"k8s": "kubernetes"}
+LOCAL = "local"
+
+_GPUS = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_.-]*)(?::(?P<count>[0-9]+))?$")
+_KEY = re.compile(r"^\+{0,2}~?[A-Za-z_][A-Za-z0-9_.\-]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Where data and checkpoints live on each node (containers run as root). Fixed,
+# absolute paths: Hydra does not expand `~` or `$HOME`.
+DATA_DIR = "/root/data/gsm8k"
+LOCAL_CKPT_DIR = "/root/ckpts/gsm8k_1.5B_ckpt"
+BUCKET_MOUNT = "/checkpoints"
+LOGGERS = ("wandb", "console", "tensorboard", "mlflow")
+
+
+@dataclass(frozen=True)
+class RegistryLogin:
+    """Private-registry login for SkyPilot's image pull: the *names* of env vars, never values."""
+
+    username: str  # literal user name (not a secret), e.g. AWS, _json_key, ci
+    password_env: str | None  # env var holding the password; None = ECR through the node's IAM role
+    server: str
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    variant: str
+    image: str  # repo@sha256:... (or a tag with allow_tag)
+    backend: str | None  # SkyRL generator.backend; None for the rehearsal
+    cloud: str | None = "aws"  # a SkyPilot cloud, LOCAL, or None (let SkyPilot choose)
+    region: str | None = None
+    gpus: str | None = "L40S:4"  # accelerator name:count per node
+    nodes: int = 1
+    memory: str | None = "64+"
+    disk_size: int = 256
+    bucket: str | None = None
+    logger: str = "wandb"
+    network_tier_best: bool = False
+    registry_login: RegistryLogin | None = None
+    sets: tuple[tuple[str, str], ...] = ()
+    data_dir: str = DATA_DIR
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def gpus_per_node(self) -> int:
+        return parse_gpus(self.gpus)[1] if self.gpus else 0
+
+    @property
+    def ckpt_path(self) -> str:
+        if self.bucket:
+            return f"{BUCKET_MOUNT}/gsm8k_1.5B_ckpt"
+        return LOCAL_CKPT_DIR
+
+    @property
+    def infra(self) -> str | None:
+        if self.cloud in (None, LOCAL):
+            return None
+        return f"{self.cloud}/{self.region}" if self.region else self.cloud
+
+
+def parse_cloud(value: str) -> tuple[str, str | None]:
+    """'aws' | 'aws/us-east-1' | 'k8s/my-context' | 'local' -> (cloud, region)."""
+    name, _, region = (value or "").strip().partition("/")
+    name = CLOUD_ALIASES.get(name.lower(), name.lower())
+    if name != LOCAL and name not in CLOUDS:
+        raise StackError(
+            f"unknown cloud {value!r}",
+            hint=f"choose one of: {', '.join(CLOUDS)}, local (optionally cloud/region); `sky check` lists the ones you can use",
+        )
+    if name == LOCAL and region:
+        raise StackError("the local cloud takes no region", hint="use --cloud local")
+    return name, (region or None)
+
+
+def parse_gpus(value: str) -> tuple[str, int]:
+    """'L40S:4' -> ('L40S', 4); 'H100' -> ('H100', 1)."""
+    match = _GPUS.match((value or "").strip())
+    count = int(match["count"]) if match and match["count"] else 1
+    if not match or count < 1:
+        raise StackError(f"bad --gpus {value!r}", hint="use NAME:COUNT per node, e.g. L40S:4 or H100:8")
+    return match["name"], count
+
+
+def parse_nodes(value) -> int:
+    try:
+        nodes = int(value)
+    except (TypeError, ValueError):
+        nodes = 0
+    if nodes < 1:
+        raise StackError(f"bad --nodes {value!r}", hint="use a whole number of nodes, 1 or more")
+    return nodes
+
+
+def parse_sets(values) -> tuple[tuple[str, str], ...]:
+    """['trainer.epochs=1', ...] -> (('trainer.epochs', '1'), ...): Hydra overrides."""
+    parsed = []
+    for item in values or ():
+        key, sep, val = item.partition("=")
+        if not sep or not _KEY.match(key.strip()):
+            raise StackError(f"bad --set {item!r}", hint="use a Hydra override KEY=VALUE, e.g. --set trainer.epochs=1")
+        parsed.append((key.strip(), val.strip()))
+    return tuple(parsed)
+
+
+def parse_registry_login(value: str | None, image: str) -> RegistryLogin | None:
+    """'USER:PASSWORD_ENV[@SERVER]' -> RegistryLogin; all three values or none.
+
+    The password is named by an environment variable, so it never appears on a
+    command line or in the rendered file. For ECR, 'ecr' alone (or 'AWS:' with
+    no password variable) uses the node's IAM role (SkyPilot runs `aws ecr
+    get-login-password` when the password is empty).
+    """
+    if not value:
+        return None
+    server_default = image.split("/", 1)[0] if "/" in image else ""
+    if value.strip().lower() == "ecr":
+        value = "AWS:"
+    creds, _, server = value.partition("@")
+    user, sep, password_env = creds.partition(":")
+    server = server or server_default
+    is_ecr = ".dkr.ecr." in server
+    missing = [name for name, got in (("user", user), ("password variable", password_env), ("server", server)) if not got]
+    if is_ecr and missing == ["password variable"]:
+        return RegistryLogin(username=user, password_env=None, server=server)
+    if missing or not sep:
+        raise StackError(
+            f"registry login {value!r} lacks its {' and '.join(missing) or 'password variable'}: "
+            "SkyPilot needs user, password and server together",
+            hint="use --registry-login USER:PASSWORD_ENV@SERVER (e.g. ci:REGISTRY_PASSWORD@ghcr.io), or `ecr` for ECR via the IAM role",
+        )
+    if not _ENV_NAME.match(password_env):
+        raise StackError(
+            f"registry login password must name an environment variable, got {password_env!r}",
+            hint="export REGISTRY_PASSWORD=... and pass USER:REGISTRY_PASSWORD@SERVER",
+        )
+    return RegistryLogin(username=user, password_env=password_env, server=server)
+
+
+# The seed's GRPO settings (SkyRL v0.2.0 examples/gsm8k), in its order. Values
+# that depend on the cluster shape are filled in by training_overrides().
+GSM8K_GRPO = (
+    ("trainer.algorithm.advantage_estimator", "grpo"),
+    ("trainer.policy.model.path", "Qwen/Qwen2.5-1.5B-Instruct"),
+    ("trainer.placement.colocate_all", "true"),
+    ("trainer.strategy", "fsdp2"),
+    ("generator.inference_engine_tensor_parallel_size", "1"),
+    ("trainer.epochs", "20"),
+    ("trainer.eval_batch_size", "1024"),
+    ("trainer.eval_before_train", "true"),
+    ("trainer.eval_interval", "5"),
+    ("trainer.update_epochs_per_batch", "1"),
+    ("trainer.train_batch_size", "1024"),
+    ("trainer.policy_mini_batch_size", "256"),
+    ("trainer.micro_forward_batch_size_per_gpu", "64"),
+    ("trainer.micro_train_batch_size_per_gpu", "64"),
+    ("trainer.ckpt_interval", "10"),
+    ("trainer.max_prompt_length", "512"),
+    ("generator.sampling_params.max_generate_length", "1024"),
+    ("trainer.policy.optimizer_config.lr", "1.0e-6"),
+    ("trainer.algorithm.use_kl_loss", "true"),
+    ("generator.run_engines_locally", "true"),
+    ("generator.weight_sync_backend", "nccl"),
+    ("generator.async_engine", "true"),
+    ("generator.batched", "true"),
+    ("environment.env_class", "gsm8k"),
+    ("generator.n_samples_per_prompt", "5"),
+    ("generator.gpu_memory_utilization", "0.8"),
+    ("trainer.project_name", "gsm8k"),
+    ("trainer.run_name", "gsm8k_test"),
+    ("trainer.resume_mode", "null"),
+)
+
+# Overrides whose value the spec owns: --set on them goes through the spec
+# (so envs, checks and the command agree), not around it.
+SPEC_KEYS = {"generator.backend": "backend", "trainer.logger": "logger"}
+
+
+def apply_spec_sets(spec: TaskSpec) -> TaskSpec:
+    """Fold --set generator.backend / trainer.logger into the spec, refusing a backend mismatch."""
+    for key, value in spec.sets:
+        if key == "generator.backend" and value != spec.backend:
+            raise StackError(
+                f"--set generator.backend={value} does not match the {spec.variant} image (backend {spec.backend})",
+                hint=f"render the {value} variant instead: --variant {value}",
+            )
+        if key == "trainer.logger":
+            spec = replace(spec, logger=value)
+    if spec.logger not in LOGGERS:
+        raise StackError(f"unknown logger {spec.logger!r}", hint=f"choose one of: {', '.join(LOGGERS)}")
+    return spec
+
+
+def training_overrides(spec: TaskSpec) -> list[str]:
+    """The Hydra overrides of the GSM8K GRPO command for this spec, `--set` applied last-wins in place.
+
+    Placement follows the cluster shape: colocate_all needs policy GPUs ==
+    inference engines x tensor parallel size, so engines = nodes x GPUs per node.
+    """
+    if spec.backend is None:
+        raise StackError(f"variant {spec.variant!r} has no SkyRL", hint="training needs the vllm or sglang variant")
+    gpus = max(spec.gpus_per_node, 1)
+    values = dict(GSM8K_GRPO[:4])
+    values.update({
+        "data.train_data": f"['{spec.data_dir}/train.parquet']",
+        "data.val_data": f"['{spec.data_dir}/validation.parquet']",
+        "trainer.placement.policy_num_gpus_per_node": str(gpus),
+        "trainer.placement.ref_num_gpus_per_node": str(gpus),
+        "trainer.placement.policy_num_nodes": str(spec.nodes),
+        "trainer.placement.ref_num_nodes": str(spec.nodes),
+        "generator.num_inference_engines": str(gpus * spec.nodes),
+    })
+    values.update(dict(GSM8K_GRPO[4:]))
+    values.update({
+        "generator.backend": spec.backend,
+        "trainer.logger": spec.logger,
+        "trainer.ckpt_path": spec.ckpt_path,
+    })
+    for key, value in spec.sets:
+        values[key] = value
+    # data paths first, as in the seed; the rest keeps insertion order.
+    order = ["data.train_data", "data.val_data"]
+    return [f"{key}={values[key]}" for key in order + [k for k in values if k not in order]]

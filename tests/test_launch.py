@@ -1,0 +1,153 @@
+"""`invoke launch/status/logs/down` through SkyPilot's SDK.
+
+No cloud can be reached here, so these tests replace only the SDK calls that
+would talk to SkyPilot's API server (sky.launch, sky.stream_and_get,
+sky.tail_logs, sky.down) and assert on the real sky.Task built from the
+rendered YAML. The smoke gate, renderer and SkyPilot's parser are real.
+"""
+from __future__ import annotations
+
+import pytest
+
+from skyrl_stack import launch as launcher
+from skyrl_stack.errors import StackError
+from skyrl_stack.render import build_spec
+from skyrl_stack.smoke_gate import record_run
+from tests.test_render import FAKE_DIGEST, FAKE_REPO, _invoke, fake_record, no_skypilot_api_server  # noqa: F401
+
+
+@pytest.fixture
+def sdk(monkeypatch, tmp_path):
+    """Fake only the SDK calls; record what they received."""
+    import sky
+
+    calls = {}
+
+    def fake_launch(task, **kwargs):
+        calls["launch"] = (task, kwargs)
+        return "request-1"
+
+    def fake_stream_and_get(request):
+        calls.setdefault("stream", []).append(request)
+        return (7, None) if request == "request-1" else None
+
+    def fake_tail_logs(cluster, job_id, follow):
+        calls["tail"] = (cluster, job_id, follow)
+        return 0
+
+    def fake_down(cluster):
+        calls["down"] = cluster
+        return "request-down"
+
+    monkeypatch.setattr(sky, "launch", fake_launch)
+    monkeypatch.setattr(sky, "stream_and_get", fake_stream_and_get)
+    monkeypatch.setattr(sky, "tail_logs", fake_tail_logs)
+    monkeypatch.setattr(sky, "down", fake_down)
+    monkeypatch.chdir(tmp_path)  # rendered files land in tmp_path/skypilot
+    return calls
+
+
+def passed_smoke(digest=FAKE_DIGEST):
+    report = {"ok": True, "tiers": ["static", "runtime"], "counts": {"passed": 5, "failed": 0, "skipped": 0},
+              "checks": [{"name": "imports", "status": "passed"}]}
+    record_run(digest, report, image=f"{FAKE_REPO}@{digest}", variant="vllm", all_tiers=True)
+
+
+def test_launch_hands_the_rendered_task_to_sky_launch(state_dir, sdk, monkeypatch):
+    fake_record("vllm")
+    passed_smoke()
+    monkeypatch.setenv("WANDB_API_KEY", "wandb-key-for-test")
+    spec = build_spec("vllm", cloud="aws/us-east-1", nodes=2, sets=["trainer.epochs=1"])
+    code = launcher.launch(spec, cluster="c1", autostop=30, down=True, env_overrides={"SKYRL_RAY_JOIN_TIMEOUT": "90"})
+    assert code == 0
+    task, kwargs = sdk["launch"]
+    assert kwargs == {"cluster_name": "c1", "dryrun": False, "idle_minutes_to_autostop": 30, "down": True}
+    assert task.num_nodes == 2 and task.setup is None
+    (resources,) = task.resources
+    assert resources.extract_docker_image() == f"{FAKE_REPO}@{FAKE_DIGEST}"
+    assert str(resources.cloud) == "AWS" and resources.region == "us-east-1"
+    assert task.envs["INFERENCE_BACKEND"] == "vllm" and task.envs["SKYRL_RAY_JOIN_TIMEOUT"] == "90"
+    assert task.secrets["WANDB_API_KEY"].get_secret_value() == "wandb-key-for-test"
+    assert "trainer.epochs=1" in task.run and "skyrl-ray-up --port 6479" in task.run
+    assert sdk["tail"] == ("c1", 7, True)
+    # the file SkyPilot got is on disk and carries no secret value
+    assert "wandb-key-for-test" not in (state_dir.parent / "skypilot" / "vllm-aws-2n.yaml").read_text()
+
+
+def test_registry_password_is_passed_as_a_secret(state_dir, sdk, monkeypatch):
+    fake_record("sglang")
+    passed_smoke()
+    monkeypatch.setenv("REG_PASSWORD", "registry-password")
+    spec = build_spec("sglang", cloud="gcp", logger="console", registry_login="ci:REG_PASSWORD@ghcr.io")
+    launcher.launch(spec, cluster="c2", detach=True)
+    task, _ = sdk["launch"]
+    assert {k: v.get_secret_value() for k, v in task.secrets.items()} == {
+        "SKYPILOT_DOCKER_USERNAME": "ci", "SKYPILOT_DOCKER_PASSWORD": "registry-password", "SKYPILOT_DOCKER_SERVER": "ghcr.io"}
+    assert "tail" not in sdk  # detached: no log following
+
+
+def test_launch_refuses_a_digest_without_a_passing_smoke_run(state_dir, sdk, monkeypatch, capsys):
+    fake_record("vllm")
+    monkeypatch.setenv("WANDB_API_KEY", "k")
+    spec = build_spec("vllm", cloud="aws")
+    with pytest.raises(StackError, match="no smoke run"):
+        launcher.launch(spec)
+    assert "launch" not in sdk
+    assert launcher.launch(spec, skip_smoke_gate=True, detach=True) == 0
+    assert "WARNING: gate overridden" in capsys.readouterr().err
+    assert "launch" in sdk
+
+
+def test_dry_run_needs_neither_gate_nor_secrets(state_dir, sdk, monkeypatch):
+    fake_record("vllm")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert launcher.launch(build_spec("vllm", cloud="azure"), dry_run=True) == 0
+    assert sdk["launch"][1]["dryrun"] is True and "tail" not in sdk
+
+
+def test_missing_secret_is_one_clear_line(state_dir, sdk, monkeypatch):
+    fake_record("vllm")
+    passed_smoke()
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    with pytest.raises(StackError, match="WANDB_API_KEY is not set") as err:
+        launcher.launch(build_spec("vllm", cloud="aws"))
+    assert "--logger console" in err.value.hint and "launch" not in sdk
+
+
+def test_image_in_a_local_registry_is_refused(state_dir, sdk):
+    fake_record("vllm")
+    spec = build_spec("vllm", cloud="aws", image="127.0.0.1:5000/skyrl-stack@" + FAKE_DIGEST)
+    with pytest.raises(StackError, match="only this machine can reach"):
+        launcher.launch(spec)
+
+
+def test_missing_cloud_credentials_give_the_sky_check_hint(state_dir, sdk, monkeypatch):
+    import sky
+    from sky import exceptions
+
+    fake_record("vllm")
+    passed_smoke()
+    monkeypatch.setenv("WANDB_API_KEY", "k")
+
+    def no_access(task, **kwargs):
+        raise exceptions.NoCloudAccessError("Cloud access is not set up. Run: sky check")
+
+    monkeypatch.setattr(sky, "launch", no_access)
+    with pytest.raises(StackError) as err:
+        launcher.launch(build_spec("vllm", cloud="lambda"))
+    assert err.value.message == "SkyPilot cannot launch on lambda: Cloud access is not set up. Run: sky check"
+    assert "`sky check lambda`" in err.value.hint
+
+
+def test_down_calls_sky_down(sdk):
+    launcher.down("skyrl-vllm")
+    assert sdk["down"] == "skyrl-vllm" and sdk["stream"] == ["request-down"]
+
+
+def test_invoke_launch_unknown_cloud(state_dir, tmp_path):
+    fake_record("vllm")
+    result = _invoke(["launch", "--variant", "vllm", "--cloud", "nowhere"], tmp_path, state_dir)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == "error: unknown cloud 'nowhere'"
+    assert "sky check" in result.stderr.splitlines()[1] and "Traceback" not in result.stderr
+    assert not (tmp_path / "skypilot").exists()

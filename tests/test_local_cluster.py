@@ -1,0 +1,167 @@
+"""The local multi-node rehearsal: the rendered `run:` forms one Ray cluster across containers.
+
+Real engine, real rehearsal image (built by the `rehearsal_image` fixture),
+real Ray. The compose file (tests/compose/local-cluster.yml, run through
+pytest-docker) starts nodes the way SkyPilot starts its container; the
+`invoke launch --cloud local` test runs the product's own docker SDK path.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from pytest_docker.plugin import get_docker_services
+
+from skyrl_stack import local_cluster
+from skyrl_stack.pins import load_pins
+from skyrl_stack.render import build_spec, for_local, task_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = REPO_ROOT / "tests" / "compose" / "local-cluster.yml"
+
+
+def test_container_flags_follow_skypilot_without_sys_resource():
+    flags = local_cluster.skypilot_container_kwargs()
+    assert flags["entrypoint"] == "/bin/bash" and flags["tty"] and flags["stdin_open"]
+    assert flags["cap_add"] == ["SYS_ADMIN"] and flags["security_opt"] == ["apparmor:unconfined"]
+    assert local_cluster.docker_run_kwargs(["--ipc=host", "--shm-size=8g"]) == {"ipc_mode": "host", "shm_size": "8g"}
+    job = local_cluster.LocalRun(image="x", nodes=2, gpus_per_node=4, run="true", envs={"LOGGER": "console"})
+    env = local_cluster.node_env(job, 1, ["10.0.0.2", "10.0.0.3"], "sky-t_c_1")
+    assert env["SKYPILOT_NODE_IPS"] == "10.0.0.2\n10.0.0.3" and env["SKYPILOT_NODE_RANK"] == "1"
+    assert env["SKYPILOT_NUM_NODES"] == "2" and env["SKYPILOT_NUM_GPUS_PER_NODE"] == "4" and env["LOGGER"] == "console"
+
+
+@pytest.fixture(scope="module")
+def rehearsal_task(rehearsal_image):
+    """The rehearsal task as rendered for 2 local nodes with 2 (logical) GPUs each."""
+    old = os.environ.get("SKYRL_STACK_STATE_DIR")
+    os.environ["SKYRL_STACK_STATE_DIR"] = str(rehearsal_image.state_dir)
+    try:
+        spec = for_local(build_spec("rehearsal", cloud="local", nodes=2, gpus="L40S:2"))
+    finally:
+        os.environ.pop("SKYRL_STACK_STATE_DIR") if old is None else os.environ.__setitem__("SKYRL_STACK_STATE_DIR", old)
+    return spec, task_config(spec)
+
+
+@pytest.fixture(scope="module")
+def compose(rehearsal_image):
+    """pytest-docker services from tests/compose, with a unique project name and subnet."""
+    net = f"10.{random.randint(200, 250)}.{random.randint(0, 255)}"
+    os.environ["SKYRL_TEST_IMAGE"] = rehearsal_image.ref
+    os.environ["SKYRL_TEST_NET"] = net
+    project = f"skyrl-local-test-{os.getpid()}-{secrets.token_hex(3)}"
+    try:
+        with get_docker_services("docker compose", str(COMPOSE_FILE), project, ["up --wait"], ["down -v -t 1"]) as services:
+            yield SimpleNamespace(services=services, net=net, project=project)
+    finally:
+        os.environ.pop("SKYRL_TEST_IMAGE", None)
+        os.environ.pop("SKYRL_TEST_NET", None)
+
+
+def _container(project, service):
+    from skyrl_stack.engine import client
+
+    (container,) = client().containers.list(all=True, filters={"label": [
+        f"com.docker.compose.project={project}", f"com.docker.compose.service={service}"]})
+    return container
+
+
+def _run(project, service, script, env, results):
+    started = time.monotonic()
+    code, output = _container(project, service).exec_run(["/bin/bash", "-c", script], environment=env)
+    results[service] = (code, output.decode(errors="replace"), time.monotonic() - started)
+
+
+@pytest.mark.container
+def test_two_nodes_form_one_ray_cluster_and_run_the_job(compose, rehearsal_task):
+    spec, config = rehearsal_task
+    results = {}
+    threads = [threading.Thread(target=_run, args=(compose.project, s, config["run"], config["envs"], results))
+               for s in ("a0", "a1")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    head_code, head_out, _ = results["a0"]
+    worker_code, worker_out, _ = results["a1"]
+    assert head_code == 0, head_out
+    assert "all 2 nodes joined" in head_out and "rehearsal job: OK on 2 nodes" in head_out
+    assert worker_code == 0, worker_out  # rank 1 joins and exits cleanly
+    assert f"joined {compose.net}.10:{load_pins().ray_port}" in worker_out
+
+    probe = ("import json, ray; ray.init(address='127.0.0.1:%d', logging_level='ERROR');"
+             "print(json.dumps([[n['NodeManagerAddress'], n['Resources']] for n in ray.nodes() if n['Alive']]))"
+             % load_pins().ray_port)
+    code, out = _container(compose.project, "a0").exec_run(["/opt/skyrl/venv/bin/python", "-c", probe])
+    assert code == 0, out
+    nodes = dict(json.loads(out.decode().strip().splitlines()[-1]))
+    assert sorted(nodes) == [f"{compose.net}.10", f"{compose.net}.11"]
+    for resources in nodes.values():
+        assert resources["GPU"] == spec.gpus_per_node == 2  # what SKYPILOT_NUM_GPUS_PER_NODE promised
+        assert resources["CPU"] >= 1
+
+
+@pytest.mark.container
+def test_head_times_out_clearly_when_the_worker_is_gone(compose, rehearsal_task):
+    _, config = rehearsal_task
+    subprocess.run(["docker", "compose", "-f", str(COMPOSE_FILE), "-p", compose.project, "kill", "b1"],
+                   check=True, capture_output=True)
+    results = {}
+    _run(compose.project, "b0", config["run"], {**config["envs"], "SKYRL_RAY_JOIN_TIMEOUT": "8"}, results)
+    code, out, seconds = results["b0"]
+    assert code != 0
+    assert (f"timed out after 8s waiting for Ray nodes: 1 of 2 joined (missing: {compose.net}.21)") in out
+    assert seconds < 60
+    assert "rehearsal job" not in out
+
+
+@pytest.mark.container
+def test_invoke_launch_local_end_to_end(rehearsal_image, tmp_path):
+    env = {**os.environ, "SKYRL_STACK_STATE_DIR": str(rehearsal_image.state_dir),
+           "SKYPILOT_DISABLE_LOCAL_API_SERVER": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT), "launch", "--cloud", "local",
+         "--variant", "rehearsal", "--nodes", "2", "--cluster", f"skyrl-e2e-{secrets.token_hex(2)}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert "(node0) skyrl-ray-up: all 2 nodes joined the Ray cluster at" in "\n".join(lines)
+    assert "(node0) rehearsal job: OK on 2 nodes" in lines
+    assert "(node1) [local cluster] exited with code 0" in lines
+    rendered = yaml.safe_load((tmp_path / "skypilot" / "rehearsal-local-2n.yaml").read_text())
+    assert rendered["resources"]["image_id"] == f"docker:{rehearsal_image.ref}"
+    # containers and the network are gone
+    from skyrl_stack.engine import client
+
+    docker = client()
+    assert not docker.containers.list(all=True, filters={"label": local_cluster.LABEL})
+    assert not docker.networks.list(filters={"label": local_cluster.LABEL})
+
+
+@pytest.mark.container
+def test_image_scripts_refuse_clearly_without_skyrl(rehearsal_image):
+    """skyrl-gsm8k-data skips present data; it and skyrl-train refuse an image without SkyRL."""
+    from skyrl_stack.engine import client
+
+    script = (
+        "skyrl-train trainer.epochs=1; echo rc=$?; "
+        "skyrl-gsm8k-data /tmp/d; echo rc=$?; "
+        "mkdir -p /tmp/d && echo x >/tmp/d/train.parquet && echo x >/tmp/d/validation.parquet; "
+        "skyrl-gsm8k-data /tmp/d; echo rc=$?"
+    )
+    out = client().containers.run(rehearsal_image.ref, ["-c", script], entrypoint="/bin/bash", remove=True,
+                                  stderr=True).decode()
+    assert "skyrl-train: error: this image has no SkyRL" in out
+    assert "skyrl-gsm8k-data: error: /opt/skyrl/src/skyrl-train/examples/gsm8k/gsm8k_dataset.py not found" in out
+    assert "GSM8K already in /tmp/d; skipping" in out
+    assert out.count("rc=1") == 2 and out.strip().endswith("rc=0")

@@ -1,0 +1,235 @@
+"""`invoke render`: SkyPilot task YAMLs checked by SkyPilot's own parser and schema (offline).
+
+Build records for vllm/sglang are fakes with a made-up digest (no GPU image can
+be built here); everything else is real: pins, SkyPilot's Task parser, invoke.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from skyrl_stack.errors import StackError
+from skyrl_stack.pins import load_pins
+from skyrl_stack.records import BuildRecord
+from skyrl_stack.render import build_spec, render
+from skyrl_stack.task_spec import GSM8K_GRPO, training_overrides
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FAKE_DIGEST = "sha256:" + "5e" * 32
+FAKE_REPO = "ghcr.io/example/skyrl-stack"
+API_PORT = 46580
+
+
+def _api_server_up() -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", API_PORT)) == 0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_skypilot_api_server():
+    """Validation is offline: it must never start SkyPilot's API server (and we stop one if it did)."""
+    os.environ["SKYPILOT_DISABLE_LOCAL_API_SERVER"] = "1"
+    was_up = _api_server_up()
+    yield
+    if _api_server_up() and not was_up:
+        subprocess.run([sys.executable, "-m", "sky.cli", "api", "stop"], capture_output=True)
+        pytest.fail("rendering started a SkyPilot API server")
+
+
+def fake_record(variant: str, pushed: bool = True) -> BuildRecord:
+    pins = load_pins()
+    record = BuildRecord(
+        variant=variant, repository=FAKE_REPO, digest=FAKE_DIGEST,
+        tags=[f"{FAKE_REPO}:{variant}-test"], pins_digest=pins.digest(), pins=pins.raw,
+        source_date_epoch=pins.source_date_epoch, base_image=pins.base_image,
+        built_at="2026-01-01T00:00:00Z", build_seconds=1.0,
+        pushed={"ref": f"{FAKE_REPO}@{FAKE_DIGEST}"} if pushed else {},
+    )
+    record.save()
+    return record
+
+
+@pytest.fixture
+def records(state_dir):
+    return {variant: fake_record(variant) for variant in ("vllm", "sglang")}
+
+
+def skypilot_task(text: str):
+    """Parse with SkyPilot itself, independent of render's own validate()."""
+    import sky
+
+    config = yaml.safe_load(text)
+    blanks = [(k, "x") for k, v in (config.get("secrets") or {}).items() if v is None]
+    return sky.Task.from_yaml_config(config, secrets_overrides=blanks or None)
+
+
+@pytest.mark.parametrize("variant", ["vllm", "sglang"])
+@pytest.mark.parametrize("nodes", [1, 4])
+@pytest.mark.parametrize("cloud", ["aws", "gcp/us-central1", "azure", "nebius", "lambda", "kubernetes", "runpod", "oci"])
+def test_rendered_yaml_passes_skypilot(records, tmp_path, variant, nodes, cloud):
+    spec = build_spec(variant, cloud=cloud, nodes=nodes)
+    out, text = render(spec, out=tmp_path / "task.yaml")
+    assert out.read_text() == text
+    task = skypilot_task(text)
+    assert task.num_nodes == nodes
+    (resources,) = task.resources
+    assert resources.extract_docker_image() == f"{FAKE_REPO}@{FAKE_DIGEST}"
+    assert resources.cloud is not None and str(resources.cloud).lower().startswith(cloud.split("/")[0][:3])
+    assert resources.accelerators == {"L40S": 4}
+    config = yaml.safe_load(text)
+    assert "setup" not in config
+    assert config["envs"]["INFERENCE_BACKEND"] == variant
+    assert "generator.backend=\"$INFERENCE_BACKEND\"" in config["run"]
+    assert f"trainer.placement.policy_num_nodes={nodes}" in config["run"]
+    assert f"skyrl-ray-up --port {load_pins().ray_port}" in config["run"]
+    assert "RAY_RUNTIME_ENV_HOOK" not in text
+    assert ("network_tier" in config["resources"]) == (nodes > 1 and cloud.split("/")[0] in {"aws", "gcp", "nebius", "kubernetes"})
+    assert text.startswith("# SkyPilot task rendered by skyrl-stack")
+    assert "LOST on teardown" in text
+
+
+def test_no_secret_value_in_file(records, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "wandb-secret-0123")
+    monkeypatch.setenv("REG_PASSWORD", "hunter2-registry")
+    spec = build_spec("vllm", cloud="aws", registry_login="ci:REG_PASSWORD@ghcr.io")
+    _, text = render(spec, out=tmp_path / "t.yaml")
+    assert "wandb-secret-0123" not in text and "hunter2-registry" not in text
+    secrets = yaml.safe_load(text)["secrets"]
+    assert secrets == {"WANDB_API_KEY": None, "SKYPILOT_DOCKER_USERNAME": "ci",
+                       "SKYPILOT_DOCKER_PASSWORD": None, "SKYPILOT_DOCKER_SERVER": "ghcr.io"}
+    assert "$REG_PASSWORD" in text  # the header says where the password comes from at launch
+
+
+def test_ecr_uses_the_iam_role_and_kubernetes_uses_pull_secrets(records, tmp_path):
+    ecr = "123456789012.dkr.ecr.us-east-1.amazonaws.com/skyrl-stack@" + FAKE_DIGEST
+    _, text = render(build_spec("vllm", cloud="aws/us-east-1", image=ecr, registry_login="ecr"), out=tmp_path / "a.yaml")
+    secrets = yaml.safe_load(text)["secrets"]
+    assert secrets["SKYPILOT_DOCKER_PASSWORD"] == ""  # empty: SkyPilot logs in with the node's IAM role
+    assert secrets["SKYPILOT_DOCKER_SERVER"] == "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+    skypilot_task(text)
+    _, text = render(build_spec("sglang", cloud="kubernetes", nodes=2, pull_secret="regcred"), out=tmp_path / "k.yaml")
+    config = yaml.safe_load(text)
+    assert config["config"]["kubernetes"]["pod_config"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert not any(k.startswith("SKYPILOT_DOCKER") for k in config.get("secrets", {}))
+    skypilot_task(text)
+
+
+def test_bucket_is_the_checkpoint_path(records, tmp_path):
+    _, text = render(build_spec("vllm", cloud="gcp", bucket="gs://my-ckpts/run1"), out=tmp_path / "b.yaml")
+    config = yaml.safe_load(text)
+    assert config["file_mounts"] == {"/checkpoints": {"source": "gs://my-ckpts/run1", "mode": "MOUNT"}}
+    assert "trainer.ckpt_path=/checkpoints/gsm8k_1.5B_ckpt" in config["run"]
+    assert "survive `invoke down`" in text
+    skypilot_task(text)
+
+
+def test_training_overrides_follow_the_seed_and_set(records):
+    spec = build_spec("vllm", nodes=2, gpus="H100:8", sets=["trainer.epochs=1", "+trainer.extra=3"])
+    overrides = training_overrides(spec)
+    as_dict = dict(item.split("=", 1) for item in overrides)
+    for key, value in GSM8K_GRPO:
+        if key != "trainer.epochs":
+            assert as_dict[key] == value, key
+    assert as_dict["trainer.epochs"] == "1" and overrides[-1] == "+trainer.extra=3"
+    assert as_dict["generator.num_inference_engines"] == "16"  # colocate_all: engines x TP == policy GPUs
+    assert as_dict["trainer.placement.policy_num_gpus_per_node"] == "8"
+    assert as_dict["generator.backend"] == "vllm"
+    assert overrides[0] == "data.train_data=['/root/data/gsm8k/train.parquet']"
+    assert len(overrides) == len(set(k.split("=")[0] for k in overrides))  # every key once
+
+
+def test_rehearsal_runs_a_ray_job_and_no_training(state_dir, tmp_path):
+    fake_record("rehearsal", pushed=False)
+    spec = build_spec("rehearsal", cloud="aws", nodes=2)
+    _, text = render(spec, out=tmp_path / "r.yaml")
+    config = yaml.safe_load(text)
+    assert "skyrl-rehearsal-job --port" in config["run"] and "skyrl-train" not in config["run"]
+    assert "INFERENCE_BACKEND" not in config["envs"]
+    assert "accelerators" not in config["resources"]
+    skypilot_task(text)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"cloud": "mars"}, "unknown cloud 'mars'"),
+    ({"gpus": "L40S:x"}, "bad --gpus 'L40S:x'"),
+    ({"nodes": 0}, "bad --nodes 0"),
+    ({"registry_login": ":REG_PASSWORD@ghcr.io"}, "lacks its user"),
+    ({"registry_login": "ci@ghcr.io"}, "lacks its password variable"),
+    ({"image": "ghcr.io/example/skyrl-stack:latest"}, "is not pinned by digest"),
+    ({"sets": ["generator.backend=sglang"]}, "does not match the vllm image"),
+    ({"sets": ["no-equals-sign"]}, "bad --set"),
+    ({"disk_size": 50}, "needs at least 100 GB"),
+])
+def test_bad_input_is_one_clear_error(records, tmp_path, monkeypatch, kwargs, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StackError) as err:
+        build_spec(kwargs.pop("variant", "vllm"), **kwargs)
+    assert message in err.value.message and "\n" not in err.value.message
+    assert err.value.hint
+    assert not (tmp_path / "skypilot").exists()
+
+
+def test_variant_without_record(state_dir, tmp_path):
+    with pytest.raises(StackError, match="no build record for variant 'sglang'"):
+        build_spec("sglang")
+
+
+def test_skypilot_rejection_surfaces_its_message(records, tmp_path):
+    spec = build_spec("vllm", cloud="aws", memory="lots")
+    with pytest.raises(StackError, match="SkyPilot rejects the task: .*lots"):
+        render(spec, out=tmp_path / "bad.yaml")
+    assert not (tmp_path / "bad.yaml").exists()
+
+
+def _invoke(args, tmp_path, state):
+    env = {**os.environ, "SKYRL_STACK_STATE_DIR": str(state), "SKYPILOT_DISABLE_LOCAL_API_SERVER": "1"}
+    return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT), *args],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cloud", "mars"], "error: unknown cloud 'mars'"),
+    (["--nodes", "0"], "error: bad --nodes '0'"),
+    (["--variant", "sglang"], "error: no build record for variant 'sglang'"),
+    (["--registry-login", "ci@ghcr.io"], "error: registry login 'ci@ghcr.io' lacks its password variable"),
+])
+def test_invoke_render_bad_input(state_dir, tmp_path, args, message):
+    fake_record("vllm")
+    variant = [] if "--variant" in args else ["--variant", "vllm"]
+    result = _invoke(["render", *variant, *args, "--out", "out.yaml"], tmp_path, state_dir)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == message or lines[0].startswith(message), result.stderr
+    assert len(lines) == 2 and lines[1].startswith("hint: ") and "Traceback" not in result.stderr
+    assert not (tmp_path / "out.yaml").exists() and not (tmp_path / "skypilot").exists()
+
+
+def test_invoke_render_writes_under_skypilot(state_dir, tmp_path):
+    fake_record("vllm")
+    result = _invoke(["render", "--variant", "vllm", "--cloud", "aws/us-west-2", "--nodes", "2",
+                      "--set", "trainer.epochs=1"], tmp_path, state_dir)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "skypilot" / "vllm-aws-2n.yaml"
+    assert result.stdout.strip() == str(Path("skypilot/vllm-aws-2n.yaml"))
+    text = out.read_text()
+    assert "render --variant vllm --cloud aws/us-west-2 --nodes 2 --set trainer.epochs=1\n" in text
+    assert "trainer.epochs=1 \\" in text
+    skypilot_task(text)
+
+
+@pytest.mark.parametrize("variant", ["vllm", "sglang"])
+def test_checked_in_examples_are_current_and_valid(variant):
+    from skyrl_stack.render import render_example
+
+    path = REPO_ROOT / "skypilot" / "examples" / f"{variant}.yaml"
+    assert path.read_text() == render_example(variant), "regenerate: python -m skyrl_stack.render --examples"
+    text = path.read_text()
+    assert "PLACEHOLDER" in text
+    skypilot_task(text)
