@@ -1,0 +1,103 @@
+"""The GPU checks' logic, run on the CPU: the GPU code paths are tested before anyone has a GPU.
+
+The same functions the GPU tier calls run here with CPU tensors and the gloo
+backend instead of CUDA and NCCL (the only thing swapped is the device and the
+collective backend). Needs torch (a dev dependency).
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from skyrl_stack.smoke import gpu
+from skyrl_stack.smoke.suite import Context, Fail, Skip
+
+
+def _sdpa(q, k, v, causal):
+    """torch's own attention kernel, in flash-attn's (batch, seq, heads, dim) layout."""
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal)
+    return out.transpose(1, 2)
+
+
+def test_bf16_matmul_on_cpu_is_within_tolerance():
+    error = gpu.bf16_matmul_error("cpu", n=256)
+    assert 0 < error <= gpu.MATMUL_TOLERANCE
+
+
+def test_relative_error_flags_wrong_and_non_finite_results():
+    ref = torch.randn(64, 64)
+    assert gpu.relative_error(ref.clone(), ref) == 0
+    assert gpu.relative_error(ref * 1.1, ref) == pytest.approx(0.1, rel=1e-3)
+    broken = ref.clone()
+    broken[3, 3] = float("nan")
+    assert math.isinf(gpu.relative_error(broken, ref))
+
+
+def test_reference_attention_matches_torch_kernel():
+    assert gpu.attention_error(_sdpa, "cpu", torch.float32) < 1e-5
+
+
+def test_attention_comparison_catches_a_wrong_mask():
+    """A kernel that ignores the causal mask must fail the tolerance the GPU check uses."""
+    wrong = lambda q, k, v, causal: _sdpa(q, k, v, causal=False)  # noqa: E731
+    assert gpu.attention_error(wrong, "cpu", torch.float32) > gpu.ATTENTION_TOLERANCE
+
+
+def test_bf16_attention_within_tolerance():
+    """bf16 inputs, as flash-attn gets them, stay inside the tolerance against the fp32 reference."""
+    assert gpu.attention_error(_sdpa, "cpu", torch.bfloat16) <= gpu.ATTENTION_TOLERANCE
+
+
+def test_all_reduce_across_spawned_processes_with_gloo():
+    seconds = gpu.all_reduce_across_processes(3, "gloo", use_cuda=False, numel=4096)
+    assert seconds > 0
+
+
+def test_all_reduce_failure_in_a_rank_is_reported():
+    """An invalid backend makes every rank raise; the cause comes back as one line."""
+    with pytest.raises(Fail, match="all-reduce across 2 processes failed"):
+        gpu.all_reduce_across_processes(2, "no-such-backend", use_cuda=False, numel=16)
+
+
+def test_all_reduce_hang_is_timed_out_and_processes_killed():
+    with pytest.raises(Fail, match="hung for more than"):
+        gpu.all_reduce_across_processes(2, "gloo", use_cuda=False, numel=16, timeout_s=0)
+
+
+def test_nvidia_smi_and_driver_parsing():
+    rows = gpu.parse_nvidia_smi("0, NVIDIA H200, 570.124.06, 143771 MiB\n1, NVIDIA H200, 570.124.06, 143771 MiB\n")
+    assert [r["name"] for r in rows] == ["NVIDIA H200", "NVIDIA H200"] and rows[0]["driver"] == "570.124.06"
+    assert gpu.driver_ok("570.124.06") and gpu.driver_ok("580.65.06")
+    assert not gpu.driver_ok("550.54.15") and not gpu.driver_ok("570.10")
+
+
+def test_gpu_checks_skip_without_a_gpu(monkeypatch):
+    monkeypatch.setattr("skyrl_stack.smoke.suite.count_visible_gpus", lambda: 0)
+    with pytest.raises(Skip, match="no GPU visible"):
+        gpu.check_nvidia_smi(Context(host=True, gpus="all"))
+    with pytest.raises(Skip, match="--gpus none"):
+        gpu.check_nvidia_smi(Context(host=True, gpus="none"))
+    # Asking for GPUs that are not there is a failure, not a skip.
+    with pytest.raises(Fail, match="--gpus 2 asked for"):
+        gpu.check_nvidia_smi(Context(host=True, gpus="2"))
+
+
+def test_flash_attn_absent_on_a_bare_host_is_skipped():
+    """A GPU host with only torch (variant unknown): flash-attn missing is a skip, not a failure."""
+    import importlib.util
+
+    assert importlib.util.find_spec("flash_attn") is None, "this test needs a machine without flash-attn"
+    with pytest.raises(Skip, match="flash-attn not installed"):
+        gpu.check_flash_attn(Context(host=True, gpus="all"))
+
+
+def test_gpu_checks_fail_when_torch_sees_no_device():
+    """nvidia-smi shows GPUs but torch cannot use them (e.g. a CPU build of torch, like this one)."""
+    assert not torch.cuda.is_available()
+    with pytest.raises(Fail, match="sees no CUDA device"):
+        gpu.check_bf16_matmul(Context(host=True, gpus="all"))
+    with pytest.raises(Fail, match="sees no CUDA device"):
+        gpu.check_nccl_all_reduce(Context(host=True, gpus="all"))
