@@ -18,14 +18,16 @@ from skyrl_stack.cli import reports_errors, split_csv
         "variant": "vllm | sglang | rehearsal; comma-separated for several (default: invoke.yaml image.variant)",
         "base_image": "override the base image (e.g. a locally made Debian image for the rehearsal)",
         "repository": "image repository, e.g. ghcr.io/me/skyrl-stack (default: invoke.yaml image.repository)",
-        "push": "push after a successful build (see `invoke push`)",
+        "push": "after the build, run the smoke suite and push what passed (see `invoke push`)",
         "no_cache": "build without BuildKit's cache",
         "ca_bundle": "CA bundle file passed to the build as a secret (TLS-intercepting proxies)",
         "progress": "buildx progress: auto | plain | tty | quiet",
+        "cache_ref": "registry ref for BuildKit's build cache (cache-from and cache-to, mode=max), e.g. in CI",
     }
 )
 @reports_errors
-def build(c, variant=None, base_image=None, repository=None, push=False, no_cache=False, ca_bundle=None, progress=None):
+def build(c, variant=None, base_image=None, repository=None, push=False, no_cache=False, ca_bundle=None, progress=None,
+          cache_ref=None):
     """Build image variants with docker buildx; writes a build record per variant."""
     from skyrl_stack.build import build_variants
 
@@ -36,18 +38,240 @@ def build(c, variant=None, base_image=None, repository=None, push=False, no_cach
         no_cache=no_cache,
         ca_bundle=ca_bundle or c.build.ca_bundle or None,
         progress=progress or c.build.progress,
+        cache_ref=cache_ref,
     )
     if push:
-        from skyrl_stack.push import push_variant
+        # The gate applies here too: each image is smoke-tested before its push.
+        from skyrl_stack.push import push_variants
+        from skyrl_stack.smoke_run import run_smoke
 
         for record in records:
-            push_variant(record.variant)
+            run_smoke(variant=record.variant)
+        push_variants([record.variant for record in records])
+
+
+@task(
+    help={
+        "variant": "variant(s) to push, comma-separated (default: invoke.yaml image.variant)",
+        "repository": "push to this repository instead of the one built for (e.g. ghcr.io/me/skyrl-stack)",
+        "registry": "generic (env or docker login credentials) | ecr (repository and token from `invoke infra.up`)",
+        "skip_smoke_gate": "push even though no passing smoke run is recorded for the digest (said loudly)",
+    }
+)
+@reports_errors
+def push(c, variant=None, repository=None, registry="generic", skip_smoke_gate=False):
+    """Push built images: digest first, verified against the registry, then the human tags."""
+    from skyrl_stack.push import push_variants
+
+    push_variants(split_csv(variant or c.image.variant), repository=repository, registry=registry,
+                  override_gate=skip_smoke_gate)
+
+
+@task
+@reports_errors
+def lint(c):
+    """Static checks: hadolint (Dockerfile), cfn-lint (infra), GitHub workflow schema."""
+    from skyrl_stack.lint import lint as run_lint
+
+    run_lint()
+
+
+@task(help={"suite": "unit (no engine) | container (real Docker engine) | all", "pytest_args": "extra pytest arguments"})
+def test(c, suite="all", pytest_args=""):
+    """Run the test suite (the container suite needs scripts/setup-dev.sh first)."""
+    import shlex
+    import sys
+
+    markers = {"unit": "-m 'not container'", "container": "-m container", "all": ""}
+    if suite not in markers:
+        from invoke.exceptions import Exit
+
+        raise Exit(f"error: unknown suite {suite!r}\nhint: use unit, container or all", code=1)
+    c.run(f"{shlex.quote(sys.executable)} -m pytest {markers[suite]} {pytest_args}", pty=False)
 
 
 # --------------------------------------------------------------------------- smoke
 
+
+@task(
+    help={
+        "variant": "run the built image of this variant (its build record; default: invoke.yaml image.variant)",
+        "image": "run this image reference instead (local, or pulled)",
+        "gpus": "all | none | N: GPUs given to the container and expected by the suite (default all)",
+        "tier": "tiers to run, comma-separated: environment,cuda,gpu,ray,engine,skyrl (default all)",
+        "report": "directory for smoke.json, junit.xml, summary.txt (default reports/smoke/<variant>)",
+        "host": "run the suite on this machine (e.g. a GPU box without Docker); not recorded for the gate",
+        "overrides_file": "JSON list of Hydra overrides to compose SkyRL's config with (default: the rendered command's)",
+    }
+)
+@reports_errors
+def smoke(c, variant=None, image=None, gpus="all", tier=None, report=None, host=False, overrides_file=None):
+    """Run the smoke suite in the image as SkyPilot would; the result gates push and launch."""
+    from skyrl_stack.smoke_run import run_smoke
+
+    if not (variant or image or host):
+        variant = c.image.variant
+    run_smoke(variant=variant, image=image, gpus=gpus, tiers=split_csv(tier), report_dir=report, host=host,
+              overrides_file=overrides_file)
+
 # --------------------------------------------------------------------------- skypilot
+
+_TASK_HELP = {
+    "variant": "vllm | sglang | rehearsal (default: invoke.yaml image.variant)",
+    "cloud": "aws, gcp, azure, nebius, lambda, oci, runpod, kubernetes, ... optionally /region; launch also: local",
+    "gpus": "accelerators per node, NAME:COUNT (default: invoke.yaml launch.gpus; none for rehearsal)",
+    "nodes": "number of nodes (default: invoke.yaml launch.nodes)",
+    "memory": "memory per node, SkyPilot syntax (default: 64+ for GPU variants)",
+    "disk_size": "disk per node in GB (default: 256)",
+    "bucket": "s3://... or gs://... mounted at /checkpoints and used for checkpoints",
+    "set": "Hydra override for the training command, KEY=VALUE (repeatable)",
+    "image": "image reference instead of the build record's (must be REPO@sha256:... unless --allow-tag)",
+    "allow_tag": "accept an image by moving tag",
+    "registry_login": "private registry: USER:PASSWORD_ENV[@SERVER], or `ecr` for ECR through the node's IAM role",
+    "pull_secret": "Kubernetes: name of the imagePullSecret for the image",
+    "logger": "wandb | console | tensorboard | mlflow (default: wandb; console for rehearsal)",
+}
+
+
+def _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, image, allow_tag,
+               registry_login, pull_secret, logger):
+    from skyrl_stack.render import build_spec
+
+    return build_spec(
+        variant or c.image.variant, cloud=cloud or c.launch.cloud, gpus=gpus or None,
+        nodes=nodes if nodes is not None else c.launch.nodes, memory=memory, disk_size=disk_size, bucket=bucket,
+        sets=set, image=image, allow_tag=allow_tag, registry_login=registry_login, pull_secret=pull_secret,
+        logger=logger, default_gpus=c.launch.gpus,
+    )
+
+
+@task(iterable=["set"], help={**_TASK_HELP, "out": "output file (default: skypilot/<variant>-<cloud>-<N>n.yaml)",
+                              "no_validate": "skip the check with SkyPilot's parser and schema"})
+@reports_errors
+def render(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk_size=None, bucket=None, set=None,
+           image=None, allow_tag=False, registry_login=None, pull_secret=None, logger=None, out=None, no_validate=False):
+    """Write the SkyPilot task YAML for a built image (by digest), checked by SkyPilot's own parser."""
+    from skyrl_stack.launch import command_line
+    from skyrl_stack.render import render as render_task
+
+    spec = _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, image, allow_tag,
+                      registry_login, pull_secret, logger)
+    path, _ = render_task(spec, out=out, command=command_line(), check=not no_validate)
+    print(path)
+
+
+@task(iterable=["set", "env"], help={
+    **_TASK_HELP, "cluster": "cluster name (default: skyrl-<variant>)", "dry_run": "let SkyPilot plan, launch nothing",
+    "detach": "return once the job is submitted (follow with `invoke logs`)",
+    "autostop": "stop the cluster after M idle minutes (with --down: tear it down)", "down": "tear down when done",
+    "skip_smoke_gate": "launch a digest without a passing smoke run (said loudly)",
+    "env": "override a task env, KEY=VALUE (repeatable), e.g. SKYRL_RAY_JOIN_TIMEOUT=60",
+})
+@reports_errors
+def launch(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk_size=None, bucket=None, set=None,
+           image=None, allow_tag=False, registry_login=None, pull_secret=None, logger=None, cluster=None,
+           dry_run=False, detach=False, autostop=None, down=False, skip_smoke_gate=False, env=None):
+    """Launch the task with SkyPilot (`--cloud local`: N local containers); exits with the job's code."""
+    from invoke.exceptions import Exit
+
+    from skyrl_stack.launch import command_line, launch as launch_task, parse_env
+
+    spec = _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, image, allow_tag,
+                      registry_login, pull_secret, logger)
+    code = launch_task(spec, cluster=cluster, dry_run=dry_run, detach=detach,
+                       autostop=int(autostop) if autostop not in (None, "") else None, down=down,
+                       skip_smoke_gate=skip_smoke_gate, env_overrides=parse_env(env), command=command_line())
+    if code:
+        raise Exit(f"error: the job exited with code {code}", code=code)
+
+
+@task(help={"cluster": "only this cluster"})
+@reports_errors
+def status(c, cluster=None):
+    """SkyPilot clusters and their state."""
+    from skyrl_stack.launch import status as cluster_status
+
+    cluster_status(cluster)
+
+
+@task(help={"cluster": "cluster name (default: skyrl-<image.variant>)", "job_id": "job id (default: the latest)",
+            "no_follow": "print what is there and return"})
+@reports_errors
+def logs(c, cluster=None, job_id=None, no_follow=False):
+    """Stream a job's logs; exits with the job's code."""
+    from invoke.exceptions import Exit
+
+    from skyrl_stack.launch import logs as job_logs
+
+    code = job_logs(cluster or f"skyrl-{c.image.variant}", job_id=int(job_id) if job_id else None, follow=not no_follow)
+    if code:
+        raise Exit(code=code)
+
+
+@task(help={"cluster": "cluster name (default: skyrl-<image.variant>); `local` removes leftover local-cluster containers"})
+@reports_errors
+def down(c, cluster=None):
+    """Tear a cluster down (bucket checkpoints survive; node disks do not)."""
+    from skyrl_stack.launch import down as cluster_down
+
+    cluster_down(cluster or f"skyrl-{c.image.variant}")
+
 
 # --------------------------------------------------------------------------- infra
 
-ns = Collection(build)
+_INFRA_HELP = {
+    "cloud": "where the registry stack lives; supported: aws",
+    "region": "AWS region (default: AWS_REGION / the AWS profile's region)",
+    "stack_name": "CloudFormation stack name (default: skyrl-stack-registry)",
+}
+
+
+@task(help={**_INFRA_HELP, "repository_name": "ECR repository name (default: skyrl-stack; kept on updates)",
+            "untagged_expiry_days": "expire untagged images after N days (default: 14; kept on updates)"})
+@reports_errors
+def infra_up(c, cloud="aws", region=None, stack_name=None, repository_name=None, untagged_expiry_days=None):
+    """Create or update the registry stack (ECR repository + node instance profile); records its outputs."""
+    from skyrl_stack import aws_stack
+
+    aws_stack.check_cloud(cloud)
+    result = aws_stack.deploy(region, stack_name or aws_stack.DEFAULT_STACK_NAME, repository_name=repository_name,
+                              untagged_expiry_days=untagged_expiry_days)
+    aws_stack.print_outputs(result)
+
+
+@task(help=_INFRA_HELP)
+@reports_errors
+def infra_outputs(c, cloud="aws", region=None, stack_name=None):
+    """Show the registry stack's outputs (and record them for push/render --registry ecr)."""
+    from skyrl_stack import aws_stack
+
+    aws_stack.check_cloud(cloud)
+    aws_stack.print_outputs(aws_stack.refresh_outputs(region, stack_name or aws_stack.DEFAULT_STACK_NAME))
+
+
+@task(help=_INFRA_HELP)
+@reports_errors
+def infra_down(c, cloud="aws", region=None, stack_name=None):
+    """Delete the registry stack (CloudFormation keeps a repository that still holds images)."""
+    from skyrl_stack import aws_stack
+
+    aws_stack.check_cloud(cloud)
+    aws_stack.destroy(region, stack_name or aws_stack.DEFAULT_STACK_NAME)
+
+
+@task(help={"region": "region of the recorded stack (default: the only one recorded)"})
+@reports_errors
+def infra_skypilot_config(c, region=None):
+    """Write the SkyPilot config layer with the stack's instance profile; prints the SKYPILOT_CONFIG line."""
+    from skyrl_stack import aws_stack
+
+    print(f"export SKYPILOT_CONFIG={aws_stack.write_skypilot_config(region)}")
+
+
+infra = Collection("infra")
+infra.add_task(infra_up, name="up")
+infra.add_task(infra_outputs, name="outputs")
+infra.add_task(infra_down, name="down")
+infra.add_task(infra_skypilot_config, name="skypilot-config")
+
+ns = Collection(build, push, smoke, lint, test, infra, render, launch, status, logs, down)

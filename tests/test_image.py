@@ -113,3 +113,11 @@ def test_no_ca_bundle_token_or_cache_in_any_layer_or_history(rehearsal_image):
                              text=True, check=True).stdout
     assert "BEGIN CERTIFICATE" not in history
     assert all(cert[30:200].decode() not in history for cert in proxy_certs)
+
+
+def test_image_env_is_only_the_venv(rehearsal_image):
+    """Build-time uv settings must not leak into SkyPilot's own uv runs on the node."""
+    out = subprocess.run(["docker", "image", "inspect", rehearsal_image.ref, "--format", "{{json .Config.Env}}"],
+                         capture_output=True, text=True, check=True).stdout
+    names = {entry.split("=", 1)[0] for entry in json.loads(out)}
+    assert names == {"PATH", "VIRTUAL_ENV"}
