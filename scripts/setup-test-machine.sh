@@ -45,6 +45,7 @@ install_packages() {
   command -v debootstrap >/dev/null || need+=(debootstrap)
   command -v docker-registry >/dev/null || need+=(docker-registry)
   command -v htpasswd >/dev/null || need+=(apache2-utils)
+  command -v curl >/dev/null || need+=(curl)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing: ${need[*]}"
     case " ${need[*]} " in *"/trixie "*) add_trixie_suite ;; esac

@@ -22,15 +22,7 @@ def wanted_cuda(ctx) -> str:
 
 def import_torch(ctx):
     """torch, or Skip/Fail depending on whether the variant promises it."""
-    if ctx.expects("torch") is False:
-        raise Skip("not in this variant")
-    try:
-        import torch
-    except ImportError as exc:
-        if ctx.expects("torch"):
-            raise Fail(f"torch does not import: {exc}") from None
-        raise Skip("torch not installed (variant unknown)") from None
-    return torch
+    return ctx.import_promised("torch")
 
 
 def check_torch_cuda(ctx) -> str:

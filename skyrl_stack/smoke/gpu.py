@@ -222,15 +222,8 @@ def attention_error(attention_fn, device: str, dtype) -> float:
 
 
 def check_flash_attn(ctx) -> str:
-    if ctx.expects("flash-attn") is False:
-        raise Skip("not in this variant")
-    try:
-        from flash_attn import __version__ as version
-        from flash_attn import flash_attn_func
-    except ImportError as exc:
-        if ctx.expects("flash-attn"):
-            raise Fail(f"flash-attn does not import: {exc}") from None
-        raise Skip("flash-attn not installed (variant unknown)") from None
+    flash_attn = ctx.import_promised("flash-attn", "flash_attn")
+    version, flash_attn_func = flash_attn.__version__, flash_attn.flash_attn_func
     torch, _ = cuda_devices(ctx)
     error = attention_error(lambda q, k, v, causal: flash_attn_func(q, k, v, causal=causal), "cuda:0", torch.bfloat16)
     if not error <= ATTENTION_TOLERANCE:

@@ -43,13 +43,7 @@ def ray_executable() -> str | None:
 
 
 def import_ray(ctx):
-    try:
-        import ray
-    except ImportError as exc:
-        if ctx.expects("ray"):
-            raise Fail(f"ray does not import: {exc}") from None
-        raise Skip("ray not installed" + (" (variant unknown)" if ctx.variant is None else "")) from None
-    return ray
+    return ctx.import_promised("ray")
 
 
 def start_head(ctx) -> tuple[str, subprocess.Popen]:
@@ -137,13 +131,17 @@ def _where_am_i() -> dict:
             "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
-def check_cpu_task(ctx) -> str:
+def _run_task(ctx, what: str, **resources) -> dict:
     ray = ctx.cache["ray"]
-    task = ray.remote(num_cpus=1)(_where_am_i)
+    task = ray.remote(**resources)(_where_am_i)
     try:
-        found = ray.get(task.remote(), timeout=TASK_TIMEOUT_S)
+        return ray.get(task.remote(), timeout=TASK_TIMEOUT_S)
     except Exception as exc:
-        raise Fail(f"CPU task did not run: {type(exc).__name__}: {last_line(exc)}") from None
+        raise Fail(f"{what} task did not run: {type(exc).__name__}: {last_line(exc)}") from None
+
+
+def check_cpu_task(ctx) -> str:
+    found = _run_task(ctx, "CPU", num_cpus=1)
     if found["pid"] == os.getpid():
         raise Fail("CPU task ran in the driver, not in a Ray worker")
     return f"ran in worker pid {found['pid']}"
@@ -151,12 +149,7 @@ def check_cpu_task(ctx) -> str:
 
 def check_gpu_task(ctx) -> str:
     ctx.require_gpu()
-    ray = ctx.cache["ray"]
-    task = ray.remote(num_gpus=1)(_where_am_i)
-    try:
-        found = ray.get(task.remote(), timeout=TASK_TIMEOUT_S)
-    except Exception as exc:
-        raise Fail(f"GPU task did not run: {type(exc).__name__}: {last_line(exc)}") from None
+    found = _run_task(ctx, "GPU", num_gpus=1)
     if not found["gpu_ids"] or not found["cuda_visible"]:
         raise Fail(f"GPU task ran without a GPU assigned (gpu_ids={found['gpu_ids']}, CUDA_VISIBLE_DEVICES={found['cuda_visible']})")
     return f"ran on GPU {','.join(found['gpu_ids'])} (CUDA_VISIBLE_DEVICES={found['cuda_visible']})"

@@ -9,6 +9,7 @@ is skipped and names that prerequisite. Standard library only.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import shutil
@@ -101,6 +102,18 @@ class Context:
         if self.variant is None:
             return None
         return package in self.variant.expect
+
+    def import_promised(self, package: str, module: str | None = None):
+        """Import a package the check needs: Skip where the variant does not promise it,
+        Fail where it promises it but the import breaks."""
+        if self.expects(package) is False:
+            raise Skip("not in this variant")
+        try:
+            return importlib.import_module(module or package)
+        except ImportError as exc:
+            if self.expects(package):
+                raise Fail(f"{package} does not import: {exc}") from None
+            raise Skip(f"{package} not installed (variant unknown)") from None
 
 
 def count_visible_gpus() -> int:
