@@ -13,41 +13,11 @@ from pathlib import Path
 
 from skyrl_stack.errors import StackError
 from skyrl_stack.pins import Pins, Variant
+from skyrl_stack.refs import validate_repository, validate_tag
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = "docker/Dockerfile"
 LABEL_PREFIX = "io.skyrl-stack"
-
-# Docker's reference grammar (distribution/reference): an optional registry
-# host[:port] (recognised by a '.' or ':' or being 'localhost'), then lowercase
-# path components; tags are [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}.
-_HOST_RE = re.compile(r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?$")
-_PATH_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-
-
-def validate_repository(repository: str) -> str:
-    parts = (repository or "").split("/")
-    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
-        host_ok, path = bool(_HOST_RE.match(parts[0])), parts[1:]
-    else:
-        host_ok, path = True, parts
-    if not host_ok or not all(_PATH_RE.match(p) for p in path):
-        raise StackError(
-            f"malformed image repository {repository!r}",
-            hint="use host[:port]/name[/name] in lowercase, without tag or digest, e.g. ghcr.io/me/skyrl-stack",
-        )
-    return repository
-
-
-def validate_tag(tag: str) -> str:
-    if not _TAG_RE.match(tag):
-        raise StackError(
-            f"malformed image tag {tag!r}",
-            hint="tags are 1-128 characters of letters, digits, '_', '.' and '-', not starting with '.' or '-'",
-        )
-    return tag
-
 
 def descriptive_tag(pins: Pins, variant: Variant) -> str:
     """A tag that says what is inside, e.g. vllm-skyrl1ed499c-ray2.48.0-py3.12-cu12.8."""
@@ -86,6 +56,7 @@ def git_revision() -> str:
 def build_args(pins: Pins, variant: Variant, base_image: str | None = None) -> dict[str, str]:
     args = {
         "BASE_IMAGE": base_image or variant.base_image,
+        "APT_SNAPSHOT": variant.apt_snapshot,
         "VARIANT": variant.name,
         "PYTHON_VERSION": variant.python,
         "UV_VERSION": pins.uv,
@@ -125,6 +96,8 @@ def labels(pins: Pins, variant: Variant, base_image: str | None = None, revision
     }
     if "@sha256:" in base:
         result["org.opencontainers.image.base.digest"] = base.split("@", 1)[1]
+    if variant.apt_snapshot:
+        result[f"{LABEL_PREFIX}.apt.snapshot"] = variant.apt_snapshot
     if variant.gpu:
         result[f"{LABEL_PREFIX}.cuda.version"] = pins.cuda
     if variant.has_skyrl:
@@ -147,6 +120,7 @@ def bake_definition(
     output_dir: Path | None = None,
     revision: str | None = None,
     cache_ref: str | None = None,
+    git_token_env: str | None = None,
 ) -> dict:
     """The `docker buildx bake` JSON for these variants.
 
@@ -169,12 +143,20 @@ def bake_definition(
             "attest": ["type=provenance,disabled=true", "type=sbom,disabled=true"],
         }
         if cache_ref:
-            # A registry build cache (CI runners start empty); needs a BuildKit
-            # that can export caches (docker-container driver or containerd store).
-            target["cache-from"] = [f"type=registry,ref={cache_ref}"]
-            target["cache-to"] = [f"type=registry,ref={cache_ref},mode=max"]
+            # A registry build cache (CI runners start empty), one tag per
+            # variant so parallel builds do not overwrite each other's; needs
+            # a BuildKit that can export caches (docker-container driver or
+            # the containerd store).
+            ref = f"{cache_ref}:{variant.name}"
+            target["cache-from"] = [f"type=registry,ref={ref}"]
+            target["cache-to"] = [f"type=registry,ref={ref},mode=max"]
+        secrets = []
         if ca_bundle:
-            target["secret"] = [f"id=ca,src={ca_bundle}"]
+            secrets.append(f"id=ca,src={ca_bundle}")
+        if git_token_env:  # only the variable's name: BuildKit reads the value at build time
+            secrets.append(f"id=git_token,env={git_token_env}")
+        if secrets:
+            target["secret"] = secrets
         if output_dir is not None:
             dest = Path(output_dir) / f"{variant.name}.oci.tar"
             target["output"] = [f"type=oci,dest={dest},rewrite-timestamp=true"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tarfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,6 +14,7 @@ from skyrl_stack.cli import step
 from skyrl_stack.errors import StackError
 from skyrl_stack.pins import load_pins
 from skyrl_stack.records import BuildRecord, state_dir, write_json_atomic
+from skyrl_stack.refs import validate_repository
 
 
 def build_variants(
@@ -24,6 +26,7 @@ def build_variants(
     ca_bundle: str | None = None,
     progress: str = "auto",
     cache_ref: str | None = None,
+    git_token_env: str | None = None,
 ) -> list[BuildRecord]:
     """Build each variant, load it into the engine, and record ref and digest.
 
@@ -34,9 +37,14 @@ def build_variants(
     if not variants:
         raise StackError("no variant given", hint=f"choose from: {', '.join(pins.variant_names)}")
     chosen = [pins.variant(name) for name in dict.fromkeys(variants)]
-    bake.validate_repository(repository)
+    validate_repository(repository)
     if ca_bundle and not Path(ca_bundle).is_file():
         raise StackError(f"CA bundle not found: {ca_bundle}", hint="pass the path of a PEM file, or leave --ca-bundle empty")
+    if git_token_env and not os.environ.get(git_token_env):
+        raise StackError(f"environment variable {git_token_env} (the git token) is empty or unset",
+                         hint="export it, or drop --git-token-env for a public SkyRL repository")
+    if cache_ref:
+        validate_repository(cache_ref)
     engine.require_buildx()
 
     work = state_dir() / "build"
@@ -47,6 +55,7 @@ def build_variants(
         ca_bundle=str(Path(ca_bundle).resolve()) if ca_bundle else None,
         output_dir=work,
         cache_ref=cache_ref,
+        git_token_env=git_token_env,
     )
     bake_file = work / "bake.json"
     write_json_atomic(bake_file, definition)
@@ -64,22 +73,30 @@ def build_variants(
     # SOURCE_DATE_EPOCH also in the environment: buildx propagates it to the
     # exporter, which clamps file and config timestamps to it.
     env = dict(os.environ, SOURCE_DATE_EPOCH=str(pins.source_date_epoch))
-    result = subprocess.run(command, cwd=bake.REPO_ROOT, env=env, check=False)
-    if result.returncode != 0:
-        raise StackError(
-            f"docker buildx bake failed for {names} (exit {result.returncode})",
-            hint="the build output above names the failing step; nothing was tagged or pushed",
-        )
+    digests: dict[str, str] = {}
+    layers: dict[str, dict[str, int]] = {}
+    try:
+        result = subprocess.run(command, cwd=bake.REPO_ROOT, env=env, check=False)
+        if result.returncode != 0:
+            raise StackError(
+                f"docker buildx bake failed for {names} (exit {result.returncode})",
+                hint="the build output above names the failing step; nothing was tagged or pushed",
+            )
+        metadata = json.loads(metadata_file.read_text())
+        # Load and verify every variant before tagging or recording any of them.
+        for variant in chosen:
+            digests[variant.name] = metadata[variant.name]["containerimage.digest"]
+            layers[variant.name] = _layer_sizes(work / f"{variant.name}.oci.tar", digests[variant.name])
+            _load(work / f"{variant.name}.oci.tar", digests[variant.name])
+    finally:
+        for variant in chosen:  # archives are the whole image (GBs for the GPU variants)
+            (work / f"{variant.name}.oci.tar").unlink(missing_ok=True)
     seconds = round(time.monotonic() - started, 1)
-    metadata = json.loads(metadata_file.read_text())
 
     client = engine.client()
     records = []
     for variant in chosen:
-        target = definition["target"][variant.name]
-        digest = metadata[variant.name]["containerimage.digest"]
-        archive = work / f"{variant.name}.oci.tar"
-        _load(archive, digest)
+        target, digest = definition["target"][variant.name], digests[variant.name]
         image = client.images.get(digest)
         for ref in target["tags"]:
             repo, tag = ref.rsplit(":", 1)
@@ -95,6 +112,7 @@ def build_variants(
             base_image=target["args"]["BASE_IMAGE"],
             built_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             build_seconds=seconds,
+            layers=layers[variant.name],
         )
         path = record.save()
         step(f"{variant.name}: {record.tags[0]} = {digest} (record: {path})")
@@ -102,11 +120,18 @@ def build_variants(
     return records
 
 
+def _layer_sizes(archive: Path, digest: str) -> dict[str, int]:
+    """Compressed size of each layer, from the image manifest inside the OCI archive
+    (what a push really sends; the engine only reports unpacked sizes)."""
+    with tarfile.open(archive) as tar:
+        manifest = json.load(tar.extractfile(f"blobs/sha256/{digest.split(':', 1)[1]}"))
+    return {layer["digest"]: layer["size"] for layer in manifest["layers"]}
+
+
 def _load(archive: Path, digest: str) -> None:
     """Load the OCI archive; the engine's image id must be the manifest digest."""
     step(f"loading {archive.name} into the engine")
     result = subprocess.run(["docker", "load", "--quiet", "--input", str(archive)], capture_output=True, text=True, check=False)
-    archive.unlink(missing_ok=True)
     if result.returncode != 0:
         raise StackError(f"docker load failed: {result.stderr.strip()}", hint="is the engine's containerd image store enabled?")
     check = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", digest], capture_output=True, text=True, check=False)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import re
 
-from skyrl_stack.aws_stack import ecr_repository_uri, instance_profile  # noqa: F401  (push/render read them here)
 from skyrl_stack.errors import StackError
 
 # <account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]/<name>

@@ -16,9 +16,11 @@ from datetime import datetime, timezone
 
 from skyrl_stack import bake, engine
 from skyrl_stack.cli import step
-from skyrl_stack.errors import StackError
+from skyrl_stack.errors import StackError, first_line
 from skyrl_stack.pins import Pins
 from skyrl_stack.records import BuildRecord, load_build_record
+from skyrl_stack.refs import is_ecr, registry_host, validate_repository, validate_tag
+from skyrl_stack.task_spec import REGISTRIES
 
 USER_ENV = "SKYRL_STACK_REGISTRY_USER"
 PASSWORD_ENV = "SKYRL_STACK_REGISTRY_PASSWORD"
@@ -32,21 +34,21 @@ class TransientPushError(Exception):
     pass
 
 
-def registry_host(repository: str) -> str:
-    first = repository.split("/", 1)[0]
-    return first if ("." in first or ":" in first or first == "localhost") and "/" in repository else "docker.io"
-
-
 def content_tag(variant: str, digest: str) -> str:
     """The tag the digest is pushed under first: names the content, never moves."""
-    return bake.validate_tag(f"{variant}-{digest.split(':', 1)[1][:16]}")
+    return validate_tag(f"{variant}-{digest.split(':', 1)[1][:16]}")
 
 
-def human_tags(record: BuildRecord, repository: str) -> list[str]:
-    """Descriptive tag, pins-hash tag, then `<variant>-latest` (always last)."""
+def human_tags(record: BuildRecord, repository: str, immutable: bool = False) -> list[str]:
+    """Descriptive tag, pins-hash tag, then `<variant>-latest` (always last).
+
+    No `-latest` where tags are immutable (ECR as infra/ sets it up): it could
+    never move there.
+    """
     pins = Pins(record.pins)
     variant = pins.variant(record.variant)
-    return bake.tags(pins, variant, repository) + [f"{repository}:{record.variant}-latest"]
+    moving = [] if immutable else [f"{repository}:{record.variant}-latest"]
+    return bake.tags(pins, variant, repository) + moving
 
 
 def auth_config(repository: str, registry: str = "generic") -> dict | None:
@@ -63,23 +65,20 @@ def auth_config(repository: str, registry: str = "generic") -> dict | None:
                          hint="set both (or neither, to use `docker login` credentials)")
     if user:
         return {"username": user, "password": password, "serveraddress": registry_host(repository)}
-    if registry == "ecr" or ".dkr.ecr." in repository:
+    if registry == "ecr" or is_ecr(repository):
         from skyrl_stack.ecr import docker_auth_config
 
         return docker_auth_config(repository)
     return None
 
 
-REGISTRY_KINDS = ("generic", "ecr")
-
-
 def push_variants(variants: list[str], *, repository: str | None = None, registry: str = "generic",
                   override_gate: bool = False) -> list[BuildRecord]:
     """Push several variants; with --registry ecr the repository comes from `invoke infra.up`."""
-    if registry not in REGISTRY_KINDS:
-        raise StackError(f"unknown registry kind {registry!r}", hint=f"use one of: {', '.join(REGISTRY_KINDS)}")
+    if registry not in REGISTRIES:
+        raise StackError(f"unknown registry kind {registry!r}", hint=f"use one of: {', '.join(REGISTRIES)}")
     if registry == "ecr" and not repository:
-        from skyrl_stack.ecr import ecr_repository_uri
+        from skyrl_stack.aws_stack import ecr_repository_uri
 
         repository = ecr_repository_uri()
     return [push_variant(name, repository=repository, registry=registry, override_gate=override_gate)
@@ -92,12 +91,18 @@ def push_variant(
     repository: str | None = None,
     registry: str = "generic",
     override_gate: bool = False,
+    immutable: bool | None = None,
     attempts: int = 4,
     backoff_seconds: float = 2.0,
 ) -> BuildRecord:
+    """Push one variant's image. `immutable` (default: ECR) checks every tag first:
+    in a registry whose tags never move, a tag already holding another digest
+    would fail half-way, so the push is refused before anything is sent."""
     record = load_build_record(variant)
-    repository = bake.validate_repository(repository or record.repository)
-    tags_to_move = human_tags(record, repository)
+    repository = validate_repository(repository or record.repository)
+    if immutable is None:
+        immutable = registry == "ecr" or is_ecr(repository)
+    tags_to_move = human_tags(record, repository, immutable)
     first = f"{repository}:{content_tag(variant, record.digest)}"
 
     from skyrl_stack.smoke_gate import require_passed
@@ -106,9 +111,11 @@ def push_variant(
     auth = auth_config(repository, registry)
     client = engine.client()
     image = _local_image(client, record)
+    if immutable:
+        _refuse_taken_immutable_tags(client, [first] + tags_to_move, record.digest, auth)
 
     step(f"pushing {record.digest} as {first}")
-    sent = _push_with_retry(client, image, first, auth, attempts, backoff_seconds)
+    sent = _push_with_retry(client, image, first, auth, attempts, backoff_seconds, record.layers)
     remote = _remote_digest(client, first, auth)
     if remote != record.digest:
         raise StackError(
@@ -117,7 +124,7 @@ def push_variant(
         )
     step(f"registry holds {remote}: moving {len(tags_to_move)} tags")
     for ref in tags_to_move:
-        _push_with_retry(client, image, ref, auth, attempts, backoff_seconds)
+        _push_with_retry(client, image, ref, auth, attempts, backoff_seconds, record.layers)
         if _remote_digest(client, ref, auth) != record.digest:
             raise StackError(f"tag {ref} does not point at {record.digest} after the push",
                              hint="the registry may have immutable tags holding an older image; bump the pins or use a new tag")
@@ -144,12 +151,13 @@ def _local_image(client, record: BuildRecord):
                          hint=f"rebuild it: invoke build --variant {record.variant}") from None
 
 
-def _push_with_retry(client, image, ref: str, auth: dict | None, attempts: int, backoff: float) -> int:
+def _push_with_retry(client, image, ref: str, auth: dict | None, attempts: int, backoff: float,
+                     layers: dict[str, int]) -> int:
     repo, tag = ref.rsplit(":", 1)
     image.tag(repo, tag)
     for attempt in range(1, attempts + 1):
         try:
-            return _push_once(client, repo, tag, auth)
+            return _push_once(client, repo, tag, auth, layers)
         except TransientPushError as exc:
             if attempt == attempts:
                 raise StackError(f"registry {registry_host(repo)} unreachable: {exc}",
@@ -160,14 +168,17 @@ def _push_with_retry(client, image, ref: str, auth: dict | None, attempts: int, 
     raise AssertionError("unreachable")
 
 
-def _push_once(client, repo: str, tag: str, auth: dict | None) -> int:
-    """Push one tag, printing per-layer progress; returns the bytes of layers actually sent."""
+def _push_once(client, repo: str, tag: str, auth: dict | None, layers: dict[str, int]) -> int:
+    """Push one tag; a line per layer actually sent, one summary line; returns bytes sent.
+
+    Sizes come from the build record's manifest (`layers`); the engine's
+    progress events omit them for small layers."""
     from docker.errors import APIError
     from requests.exceptions import ConnectionError as RequestsConnectionError
 
-    layer_sizes: dict[str, int] = {}
-    sent_layers: set[str] = set()
-    last_status: dict[str, str] = {}
+    layer_sizes = {digest.split(":", 1)[1][:12]: size for digest, size in layers.items()}
+    sent: set[str] = set()
+    present: set[str] = set()
     try:
         stream = client.api.push(repo, tag=tag, stream=True, decode=True, auth_config=auth)
         for event in stream:
@@ -176,40 +187,60 @@ def _push_once(client, repo: str, tag: str, auth: dict | None) -> int:
             layer, status = event.get("id"), event.get("status", "")
             total = (event.get("progressDetail") or {}).get("total")
             if layer and total:
-                layer_sizes[layer] = total
-            if layer and status != last_status.get(layer) and status in ("Pushed", "Layer already exists", "Mounted from"):
-                if status == "Pushed":
-                    sent_layers.add(layer)
-                size = layer_sizes.get(layer)
-                step(f"  {layer}: {status}" + (f" ({size / 1e6:.1f} MB)" if size and status == "Pushed" else ""))
-            if layer:
-                last_status[layer] = status
+                layer_sizes.setdefault(layer, total)
+            if layer and status == "Pushed" and layer not in sent:
+                sent.add(layer)
+                step(f"  layer {layer} sent ({_size(layer_sizes.get(layer, 0))})")
+            elif layer and status in ("Layer already exists", "Mounted from"):
+                present.add(layer)
     except APIError as exc:
         _raise_push_error(repo, str(exc.explanation or exc))
     except RequestsConnectionError as exc:
         raise TransientPushError(str(exc)) from None
-    return sum(layer_sizes.get(layer, 0) for layer in sent_layers)
+    total_sent = sum(layer_sizes.get(layer, 0) for layer in sent)
+    step(f"  {tag}: {len(sent)} layers sent ({_size(total_sent)}), {len(present - sent)} already in the registry")
+    return total_sent
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
 def _raise_push_error(repo: str, message: str):
     lowered = message.lower()
     if any(word in lowered for word in _AUTH):
         raise StackError(
-            f"registry {registry_host(repo)} refused the login: {message.strip().splitlines()[0]}",
+            f"registry {registry_host(repo)} refused the login: {first_line(message)}",
             hint=f"set {USER_ENV}/{PASSWORD_ENV}, or `docker login {registry_host(repo)}`; nothing was tagged",
         )
     if any(word in lowered for word in _TRANSIENT):
-        raise TransientPushError(message.strip().splitlines()[0])
-    raise StackError(f"push to {repo} failed: {message.strip().splitlines()[0]}",
+        raise TransientPushError(first_line(message))
+    raise StackError(f"push to {repo} failed: {first_line(message)}",
                      hint="no human tag was moved; fix the cause and push again")
 
 
-def _remote_digest(client, ref: str, auth: dict | None) -> str | None:
+def _refuse_taken_immutable_tags(client, refs: list[str], digest: str, auth: dict | None) -> None:
+    """For immutable registries: refuse, before anything is sent, if any tag holds another digest."""
+    for ref in refs:
+        held = _remote_digest(client, ref, auth, missing_ok=True)
+        if held is not None and held != digest:
+            raise StackError(
+                f"tag {ref} already holds {held} in a registry with immutable tags",
+                hint="tags never move there: change the pins (new tags) or push to a mutable registry; nothing was pushed",
+            )
+
+
+def _remote_digest(client, ref: str, auth: dict | None, missing_ok: bool = False) -> str | None:
+    """The digest the registry holds under ref (None if absent and missing_ok)."""
     from docker.errors import APIError
 
     try:
         data = client.api.inspect_distribution(ref, auth_config=auth)
     except APIError as exc:
-        raise StackError(f"cannot read {ref} back from the registry: {exc.explanation or exc}",
-                         hint="no human tag was moved") from None
+        text = str(exc.explanation or exc)
+        if missing_ok and any(word in text.lower() for word in ("not found", "manifest unknown", "404")):
+            return None
+        if any(word in text.lower() for word in _AUTH):
+            _raise_push_error(ref.rsplit(":", 1)[0], text)
+        raise StackError(f"cannot read {ref} from the registry: {text}", hint="no human tag was moved") from None
     return (data.get("Descriptor") or {}).get("digest")

@@ -16,18 +16,35 @@ from pathlib import Path
 from skyrl_stack.errors import StackError
 
 
+def project_root() -> Path:
+    """The checkout holding tasks.py (so `invoke` from a subfolder finds the same state),
+    or the current directory for an installed package."""
+    checkout = Path(__file__).resolve().parent.parent
+    return checkout if (checkout / "tasks.py").is_file() else Path.cwd()
+
+
 def state_dir() -> Path:
-    return Path(os.environ.get("SKYRL_STACK_STATE_DIR", ".skyrl-stack")).resolve()
+    configured = os.environ.get("SKYRL_STACK_STATE_DIR")
+    return Path(configured).resolve() if configured else project_root() / ".skyrl-stack"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temp file and rename, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; nothing written this way is secret
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Write via a temp file and rename, so a crash never leaves half a record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 @dataclass
@@ -42,6 +59,7 @@ class BuildRecord:
     base_image: str
     built_at: str  # wall clock of the build, for humans; never inside the image
     build_seconds: float
+    layers: dict = field(default_factory=dict)  # compressed layer digest -> size, from the built manifest
     pushed: dict = field(default_factory=dict)  # filled by `invoke push`
 
     @property

@@ -163,7 +163,7 @@ def test_outputs_feed_push_render_and_skypilot_config(aws, state_dir):
     assert f"InstanceProfileArn {outputs['InstanceProfileArn']}" in shown.stdout
     assert aws_stack.ecr_repository_uri() == outputs["RepositoryUri"]
 
-    auth = ecr.docker_auth_config(ecr.ecr_repository_uri())
+    auth = ecr.docker_auth_config(aws_stack.ecr_repository_uri())
     host = outputs["RepositoryUri"].split("/")[0]
     assert auth == {"username": "AWS", "password": "123456789012-auth-token", "serveraddress": host}
 

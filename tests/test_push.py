@@ -88,3 +88,28 @@ def test_half_given_credentials_are_refused_before_any_network(built, monkeypatc
     monkeypatch.delenv(PASSWORD_ENV, raising=False)
     with pytest.raises(StackError, match=f"{PASSWORD_ENV} is not set"):
         push_variant("rehearsal", repository="127.0.0.1:1/x", override_gate=True)
+
+
+def test_immutable_registry_refuses_before_sending_when_a_tag_holds_another_digest(built, registry, login):
+    """ECR-style immutable tags (the local registry cannot enforce them, so the check is what is tested):
+    a second image for the same pins must not move any tag, nor leave half of them moved."""
+    repo = f"{registry.host}/{REPO_NAME}"
+    push_variant("rehearsal", repository=repo, override_gate=True, immutable=True, backoff_seconds=0.1)
+    before = {tag: registry.manifest_digest(REPO_NAME, tag) for tag in registry.tags(REPO_NAME)}
+    assert "rehearsal-latest" not in before  # a tag that must move has no place in an immutable repository
+
+    container = subprocess.run(["docker", "create", built.digest, "true"], capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        other = subprocess.run(["docker", "commit", container, "skyrl-stack-test-other:1"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    finally:
+        subprocess.run(["docker", "rm", container], capture_output=True)
+    try:
+        record = load_build_record("rehearsal")
+        record.digest, record.pushed = other, {}
+        record.save()
+        with pytest.raises(StackError, match="already holds .* immutable tags"):
+            push_variant("rehearsal", repository=repo, override_gate=True, immutable=True, backoff_seconds=0.1)
+        assert {tag: registry.manifest_digest(REPO_NAME, tag) for tag in registry.tags(REPO_NAME)} == before
+    finally:
+        subprocess.run(["docker", "rmi", "--force", "skyrl-stack-test-other:1"], capture_output=True)
