@@ -22,12 +22,13 @@ from skyrl_stack.cli import reports_errors, split_csv
         "no_cache": "build without BuildKit's cache",
         "ca_bundle": "CA bundle file passed to the build as a secret (TLS-intercepting proxies)",
         "progress": "buildx progress: auto | plain | tty | quiet",
-        "cache_ref": "registry ref for BuildKit's build cache (cache-from and cache-to, mode=max), e.g. in CI",
+        "cache_ref": "repository for BuildKit's build cache, tagged per variant (cache-from/to, mode=max), e.g. in CI",
+        "git_token_env": "name of an environment variable holding a git token for a private SkyRL fork (a build secret)",
     }
 )
 @reports_errors
 def build(c, variant=None, base_image=None, repository=None, push=False, no_cache=False, ca_bundle=None, progress=None,
-          cache_ref=None):
+          cache_ref=None, git_token_env=None):
     """Build image variants with docker buildx; writes a build record per variant."""
     from skyrl_stack.build import build_variants
 
@@ -39,6 +40,7 @@ def build(c, variant=None, base_image=None, repository=None, push=False, no_cach
         ca_bundle=ca_bundle or c.build.ca_bundle or None,
         progress=progress or c.build.progress,
         cache_ref=cache_ref,
+        git_token_env=git_token_env,
     )
     if push:
         # The gate applies here too: each image is smoke-tested before its push.
@@ -77,17 +79,12 @@ def lint(c):
 
 
 @task(help={"suite": "unit (no engine) | container (real Docker engine) | all", "pytest_args": "extra pytest arguments"})
+@reports_errors
 def test(c, suite="all", pytest_args=""):
     """Run the test suite (the container suite needs scripts/setup-dev.sh first)."""
-    import shlex
-    import sys
+    from skyrl_stack.lint import pytest_command
 
-    markers = {"unit": "-m 'not container'", "container": "-m container", "all": ""}
-    if suite not in markers:
-        from invoke.exceptions import Exit
-
-        raise Exit(f"error: unknown suite {suite!r}\nhint: use unit, container or all", code=1)
-    c.run(f"{shlex.quote(sys.executable)} -m pytest {markers[suite]} {pytest_args}", pty=False)
+    c.run(pytest_command(suite, pytest_args), pty=False)
 
 
 # --------------------------------------------------------------------------- smoke
@@ -124,8 +121,9 @@ _TASK_HELP = {
     "memory": "memory per node, SkyPilot syntax (default: 64+ for GPU variants)",
     "disk_size": "disk per node in GB (default: 256)",
     "bucket": "s3://... or gs://... mounted at /checkpoints and used for checkpoints",
-    "set": "Hydra override for the training command, KEY=VALUE (repeatable)",
+    "set": "Hydra override for the training command, KEY=VALUE (repeatable; written into the file: no secrets)",
     "image": "image reference instead of the build record's (must be REPO@sha256:... unless --allow-tag)",
+    "registry": "generic | ecr (the build's push to the registry stack's ECR repository, see `invoke infra.up`)",
     "allow_tag": "accept an image by moving tag",
     "registry_login": "private registry: USER:PASSWORD_ENV[@SERVER], or `ecr` for ECR through the node's IAM role",
     "pull_secret": "Kubernetes: name of the imagePullSecret for the image",
@@ -134,14 +132,14 @@ _TASK_HELP = {
 
 
 def _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, image, allow_tag,
-               registry_login, pull_secret, logger):
+               registry_login, pull_secret, logger, registry):
     from skyrl_stack.render import build_spec
 
     return build_spec(
         variant or c.image.variant, cloud=cloud or c.launch.cloud, gpus=gpus or None,
         nodes=nodes if nodes is not None else c.launch.nodes, memory=memory, disk_size=disk_size, bucket=bucket,
         sets=set, image=image, allow_tag=allow_tag, registry_login=registry_login, pull_secret=pull_secret,
-        logger=logger, default_gpus=c.launch.gpus,
+        logger=logger, default_gpus=c.launch.gpus, registry=registry,
     )
 
 
@@ -149,13 +147,14 @@ def _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, i
                               "no_validate": "skip the check with SkyPilot's parser and schema"})
 @reports_errors
 def render(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk_size=None, bucket=None, set=None,
-           image=None, allow_tag=False, registry_login=None, pull_secret=None, logger=None, out=None, no_validate=False):
+           image=None, allow_tag=False, registry_login=None, pull_secret=None, logger=None, out=None, no_validate=False,
+           registry="generic"):
     """Write the SkyPilot task YAML for a built image (by digest), checked by SkyPilot's own parser."""
     from skyrl_stack.launch import command_line
     from skyrl_stack.render import render as render_task
 
     spec = _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, image, allow_tag,
-                      registry_login, pull_secret, logger)
+                      registry_login, pull_secret, logger, registry)
     path, _ = render_task(spec, out=out, command=command_line(), check=not no_validate)
     print(path)
 
@@ -170,16 +169,16 @@ def render(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk
 @reports_errors
 def launch(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk_size=None, bucket=None, set=None,
            image=None, allow_tag=False, registry_login=None, pull_secret=None, logger=None, cluster=None,
-           dry_run=False, detach=False, autostop=None, down=False, skip_smoke_gate=False, env=None):
+           dry_run=False, detach=False, autostop=None, down=False, skip_smoke_gate=False, env=None,
+           registry="generic"):
     """Launch the task with SkyPilot (`--cloud local`: N local containers); exits with the job's code."""
     from invoke.exceptions import Exit
 
     from skyrl_stack.launch import command_line, launch as launch_task, parse_env
 
     spec = _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, image, allow_tag,
-                      registry_login, pull_secret, logger)
-    code = launch_task(spec, cluster=cluster, dry_run=dry_run, detach=detach,
-                       autostop=int(autostop) if autostop not in (None, "") else None, down=down,
+                      registry_login, pull_secret, logger, registry)
+    code = launch_task(spec, cluster=cluster, dry_run=dry_run, detach=detach, autostop=autostop, down=down,
                        skip_smoke_gate=skip_smoke_gate, env_overrides=parse_env(env), command=command_line())
     if code:
         raise Exit(f"error: the job exited with code {code}", code=code)
@@ -203,7 +202,7 @@ def logs(c, cluster=None, job_id=None, no_follow=False):
 
     from skyrl_stack.launch import logs as job_logs
 
-    code = job_logs(cluster or f"skyrl-{c.image.variant}", job_id=int(job_id) if job_id else None, follow=not no_follow)
+    code = job_logs(cluster or f"skyrl-{c.image.variant}", job_id=job_id, follow=not no_follow)
     if code:
         raise Exit(code=code)
 

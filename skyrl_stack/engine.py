@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from skyrl_stack.errors import StackError
+from skyrl_stack.errors import StackError, first_line
 
 DAEMON_HINT = "start the Docker engine (e.g. `dockerd &` or `systemctl start docker`), or set DOCKER_HOST"
 
@@ -23,7 +23,7 @@ def client():
         api = docker.from_env(timeout=600)
         api.ping()
     except DockerException as exc:
-        raise StackError(f"cannot reach the Docker daemon: {_first_line(exc)}", hint=DAEMON_HINT) from None
+        raise StackError(f"cannot reach the Docker daemon: {first_line(exc)}", hint=DAEMON_HINT) from None
     return api
 
 
@@ -34,14 +34,9 @@ def require_buildx() -> None:
     probe = subprocess.run(["docker", "buildx", "version"], capture_output=True, text=True, check=False)
     if probe.returncode != 0:
         raise StackError(
-            "docker buildx is not available: " + _first_line(probe.stderr or probe.stdout),
+            "docker buildx is not available: " + first_line(probe.stderr or probe.stdout),
             hint="install the buildx plugin (Debian: docker-buildx; elsewhere: Docker Desktop or docker-buildx-plugin)",
         )
     info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, check=False)
     if info.returncode != 0 or not info.stdout.strip():
-        raise StackError("cannot reach the Docker daemon: " + _first_line(info.stderr), hint=DAEMON_HINT)
-
-
-def _first_line(text) -> str:
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    return lines[0] if lines else "no detail"
+        raise StackError("cannot reach the Docker daemon: " + first_line(info.stderr), hint=DAEMON_HINT)

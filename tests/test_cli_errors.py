@@ -63,3 +63,14 @@ def test_docker_daemon_not_running(task, state_dir, tmp_path):
         task = task + ["--skip-smoke-gate"]
     result = invoke(*task, env={"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock", "SKYRL_STACK_STATE_DIR": str(state_dir)})
     assert_clean_error(result, "cannot reach the Docker daemon")
+
+
+def test_invoke_lint_passes_on_the_project():
+    """The real `invoke lint` (hadolint, cfn-lint, GitHub's workflow schema) over the checked-in files."""
+    result = invoke("lint")
+    assert result.returncode == 0, result.stderr
+    assert "lint: all clean" in result.stderr
+
+
+def test_unknown_test_suite():
+    assert_clean_error(invoke("test", "--suite", "everything"), "unknown test suite 'everything'")

@@ -12,10 +12,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from skyrl_stack.manifest import MANIFEST_PATH
 from skyrl_stack.smoke import cuda, environment, gpu, inference, raycluster, report, skyrl
 from skyrl_stack.smoke.suite import FAILED, TIERS, Context, run_checks
 
-MANIFEST_PATH = Path("/opt/skyrl-stack/manifest.json")  # where the image keeps it (skyrl_stack.manifest)
 ALL_CHECKS = environment.CHECKS + cuda.CHECKS + gpu.CHECKS + raycluster.CHECKS + inference.CHECKS + skyrl.CHECKS
 assert [c.tier for c in ALL_CHECKS] == sorted((c.tier for c in ALL_CHECKS), key=TIERS.index), "checks out of tier order"
 

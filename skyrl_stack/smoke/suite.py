@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from skyrl_stack.errors import first_line
+
 # Tiers in the order they run: each one assumes what the earlier ones checked.
 TIERS = ("environment", "cuda", "gpu", "ray", "engine", "skyrl")
 
@@ -135,22 +137,15 @@ def count_visible_gpus() -> int:
     return found
 
 
-def one_line(text: object, limit: int = 300) -> str:
-    """The first meaningful line of a message, shortened for the summary."""
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    line = lines[0] if lines else ""
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 def joined(text: object, limit: int = 300) -> str:
     """All lines of a short multi-line message on one line."""
-    return one_line(" ".join(line.strip() for line in str(text).splitlines() if line.strip()), limit)
+    return first_line(" ".join(line.strip() for line in str(text).splitlines() if line.strip()), limit)
 
 
 def last_line(text: object, limit: int = 300) -> str:
     """The last meaningful line (where tracebacks put the cause)."""
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    return one_line(lines[-1] if lines else "", limit)
+    return first_line(lines[-1] if lines else "", limit)
 
 
 def run_checks(checks: list[Check], ctx: Context, on_result: Callable[[Result], None] | None = None) -> list[Result]:
@@ -166,13 +161,13 @@ def run_checks(checks: list[Check], ctx: Context, on_result: Callable[[Result], 
                 status, detail = SKIPPED, blocked
             else:
                 try:
-                    status, detail = PASSED, one_line(check.fn(ctx) or "ok")
+                    status, detail = PASSED, first_line(check.fn(ctx) or "ok")
                 except Skip as exc:
-                    status, detail = SKIPPED, one_line(exc)
+                    status, detail = SKIPPED, first_line(exc)
                 except Fail as exc:
-                    status, detail = FAILED, one_line(exc)
+                    status, detail = FAILED, first_line(exc)
                 except Exception as exc:  # a crash in a check is a failure of that check, not of the suite
-                    status, detail = FAILED, f"{type(exc).__name__}: {one_line(exc)}"
+                    status, detail = FAILED, f"{type(exc).__name__}: {first_line(exc)}"
             result = Result(check.name, check.tier, status, round(time.monotonic() - started, 2), detail)
             ctx.results[check.name] = result
             results.append(result)
