@@ -29,6 +29,7 @@ class Variant:
     gpu: bool
     python: str
     base_image: str
+    apt_snapshot: str
     skyrl_extra: str | None = None
     lock: str | None = None
     expect: dict[str, str] = field(default_factory=dict)
@@ -131,6 +132,7 @@ class Pins:
             gpu=bool(spec.get("gpu", False)),
             python=spec.get("python", self.python),
             base_image=spec.get("base_image", self.base_image),
+            apt_snapshot=spec.get("apt_snapshot", self.raw["base"].get("apt_snapshot", "")),
             skyrl_extra=spec.get("skyrl_extra"),
             lock=spec.get("lock"),
             expect=dict(spec.get("expect", {})),
