@@ -9,6 +9,10 @@ bash scripts/setup-test-machine.sh
 
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv"
+  # Debian's python3 needs python3-venv for this; install it if missing.
+  if ! python3 -c 'import ensurepip, venv' 2>/dev/null && command -v apt-get >/dev/null; then
+    apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  fi
   python3 -m venv .venv
 fi
 echo "[setup] installing skyrl-stack and its dev tools into .venv"

@@ -114,8 +114,16 @@ auth:
     realm: skyrl-stack-test
     path: $dir/htpasswd
 EOF
-  if curl -s -o /dev/null "http://$REGISTRY_ADDR/v2/"; then
-    log "registry already answering on $REGISTRY_ADDR"; return
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' "http://$REGISTRY_ADDR/v2/" || true)
+  if [ "$code" = 401 ]; then
+    log "registry already answering on $REGISTRY_ADDR (with a login)"; return
+  elif [ "$code" != 000 ]; then
+    # Something else owns the port, e.g. the docker-registry package's own
+    # service, which runs without a login: the tests need ours.
+    echo "error: a registry without a login (HTTP $code) already listens on $REGISTRY_ADDR" >&2
+    echo "hint: stop it (systemctl disable --now docker-registry) or set SKYRL_STACK_TEST_REGISTRY" >&2
+    exit 1
   fi
   log "starting registry on $REGISTRY_ADDR (user $REGISTRY_USER)"
   setsid docker-registry serve "$dir/config.yml" >"$STATE_DIR/registry.log" 2>&1 < /dev/null &
