@@ -18,6 +18,8 @@ from skyrl_stack.task_spec import LOCAL, TaskSpec
 
 # Registries a cloud node cannot pull from.
 _LOCAL_REGISTRY = re.compile(r"^(127\.0\.0\.1|localhost|0\.0\.0\.0)(:\d+)?/")
+# What the rendered file's header shows instead of an --env value.
+REDACTED = "<redacted>"
 
 
 def default_cluster(spec: TaskSpec) -> str:
@@ -30,16 +32,26 @@ def launch(
     cluster: str | None = None,
     dry_run: bool = False,
     detach: bool = False,
-    autostop: int | None = None,
+    autostop: int | str | None = None,
     down: bool = False,
     skip_smoke_gate: bool = False,
     env_overrides: dict | None = None,
     command: str = "invoke launch",
 ) -> int:
     """Launch the task; returns the job's exit code (0 when detached or a dry run)."""
-    if autostop is not None and autostop < 0:
-        raise StackError(f"bad --autostop {autostop}", hint="minutes of idleness before stopping, 0 or more")
+    autostop = parse_autostop(autostop)
     if spec.cloud == LOCAL:
+        # The local cluster runs in the foreground and is always removed at the
+        # end, so these options have nothing to act on; refusing beats
+        # silently starting containers on --dry-run.
+        given = [flag for flag, on in (("--dry-run", dry_run), ("--detach", detach), ("--down", down),
+                                       ("--autostop", autostop is not None)) if on]
+        if given:
+            raise StackError(
+                f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to --cloud local",
+                hint="the local cluster runs in the foreground and is removed when the job ends; "
+                     "`invoke render --cloud local` writes the task without starting containers",
+            )
         return launch_local(spec, cluster=cluster, env_overrides=env_overrides, command=command)
     if _LOCAL_REGISTRY.match(spec.image):
         raise StackError(
@@ -165,7 +177,34 @@ def status(cluster: str | None = None) -> list[dict]:
     return rows
 
 
-def logs(cluster: str, job_id: int | None = None, follow: bool = True) -> int:
+def parse_autostop(value) -> int | None:
+    """--autostop: whole minutes, 0 or more (None: no autostop)."""
+    if value is None or value == "":
+        return None
+    try:
+        minutes = int(value)
+    except (TypeError, ValueError):
+        minutes = -1
+    if minutes < 0:
+        raise StackError(f"bad --autostop {value!r}", hint="minutes of idleness before stopping, a whole number, 0 or more")
+    return minutes
+
+
+def parse_job_id(value) -> int | None:
+    """--job-id: a SkyPilot job id, 1 or more (None: the latest job)."""
+    if value is None or value == "":
+        return None
+    try:
+        job_id = int(value)
+    except (TypeError, ValueError):
+        job_id = 0
+    if job_id < 1:
+        raise StackError(f"bad --job-id {value!r}", hint="a job id is a whole number from `sky queue CLUSTER`; leave it out for the latest job")
+    return job_id
+
+
+def logs(cluster: str, job_id: int | str | None = None, follow: bool = True) -> int:
+    job_id = parse_job_id(job_id)
     sky = _sdk()
     try:
         return int(sky.tail_logs(cluster, job_id, follow) or 0)
@@ -187,11 +226,30 @@ def down(cluster: str) -> None:
     step(f"{cluster} is down")
 
 
-def command_line() -> str:
-    """How this run was invoked, for the rendered file's header."""
+def command_line(argv: list[str] | None = None) -> str:
+    """How this run was invoked, for the rendered file's header, with --env values redacted.
+
+    --env values are often tokens (HF_TOKEN=...) and never belong in the file:
+    SkyPilot gets them at launch, not from the YAML. --set values are kept:
+    they are Hydra settings that the file's `run:` holds anyway, so hiding
+    them here would protect nothing (secrets go through --env or the
+    secrets' environment variables, never --set).
+    """
     import shlex
 
-    return shlex.join(["invoke", *sys.argv[1:]])
+    args = list(sys.argv[1:] if argv is None else argv)
+    shown = []
+    after_env = False
+    for arg in args:
+        if after_env:
+            key, sep, _ = arg.partition("=")
+            arg = f"{key}={REDACTED}" if sep else arg
+        elif arg.startswith("--env="):
+            key, sep, _ = arg.removeprefix("--env=").partition("=")
+            arg = f"--env={key}={REDACTED}" if sep else arg
+        after_env = arg == "--env"
+        shown.append(arg)
+    return shlex.join(["invoke", *shown])
 
 
 def parse_env(values) -> dict:

@@ -12,16 +12,18 @@ import copy
 import os
 import re
 import shlex
-import tempfile
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 from skyrl_stack.errors import StackError
 from skyrl_stack.pins import load_pins
-from skyrl_stack.records import load_build_record
+from skyrl_stack.records import load_build_record, write_text_atomic
+from skyrl_stack.refs import is_ecr
 from skyrl_stack.task_spec import (
     LOCAL,
     BUCKET_MOUNT,
+    REGISTRIES,
     TaskSpec,
     apply_spec_sets,
     parse_cloud,
@@ -60,11 +62,19 @@ def build_spec(
     pull_secret: str | None = None,
     logger: str | None = None,
     default_gpus: str = "L40S:4",
+    registry: str | None = "generic",
 ) -> TaskSpec:
-    """Validate every option and the build record; returns the spec (no side effects)."""
+    """Validate every option and the build record; returns the spec (no side effects).
+
+    registry="ecr": the image is the build's push to the registry stack's ECR
+    repository (`invoke infra.up`), refused when it was not pushed there.
+    """
     pins = load_pins()
     var = pins.variant(variant)
     cloud_name, region = parse_cloud(cloud)
+    registry = registry or "generic"
+    if registry not in REGISTRIES:
+        raise StackError(f"unknown --registry {registry!r}", hint=f"use one of: {', '.join(REGISTRIES)}")
     nodes = parse_nodes(nodes)
     if gpus is None:
         gpus = default_gpus if var.gpu else None
@@ -73,7 +83,9 @@ def build_spec(
     sets = parse_sets(sets)
     if not var.has_skyrl and sets:
         raise StackError(f"--set is for the training command; variant {variant!r} has none", hint="use --variant vllm or sglang")
-    if image is None:
+    if registry == "ecr":
+        image = ecr_image(variant, image)
+    elif image is None:
         record = load_build_record(variant)
         image = record.pushed_ref or record.ref
     if not _DIGEST_REF.match(image) and not allow_tag:
@@ -92,6 +104,10 @@ def build_spec(
         )
     if bucket and not re.match(r"^(s3|gs|r2|cos|oci|https)://[^/\s]+", bucket):
         raise StackError(f"bad --bucket {bucket!r}", hint="use s3://BUCKET[/path] or gs://BUCKET[/path]")
+    if registry_login is None and is_ecr(image) and cloud_name != "kubernetes":
+        # ECR tokens expire after 12 h, so the node logs in with its IAM role
+        # (SkyPilot's empty-password path), as `--registry-login ecr` does.
+        registry_login = "ecr"
     login = parse_registry_login(registry_login, image)
     if cloud_name == "kubernetes" and login:
         raise StackError(
@@ -115,9 +131,32 @@ def build_spec(
         network_tier_best=nodes > 1 and cloud_name in NETWORK_TIER_CLOUDS,
         registry_login=login,
         sets=sets,
-        extra={"pull_secret": pull_secret} if pull_secret else {},
+        pull_secret=pull_secret or None,
     )
     return apply_spec_sets(spec) if var.has_skyrl else spec
+
+
+def _repository_of(reference: str) -> str:
+    """'host/repo@sha256:..' or 'host:5000/repo:tag' -> the repository part."""
+    name = reference.split("@", 1)[0]
+    head, slash, last = name.rpartition("/")
+    return f"{head}{slash}{last.split(':', 1)[0]}"
+
+
+def ecr_image(variant: str, image: str | None) -> str:
+    """The image for --registry ecr: inside the registry stack's repository, pushed there."""
+    from skyrl_stack.aws_stack import ecr_repository_uri
+
+    repository = ecr_repository_uri()  # StackError with the infra.up hint when no stack is recorded
+    if image is None:
+        image = load_build_record(variant).pushed_ref
+    if not image or _repository_of(image) != repository:
+        where = f"it was pushed to {_repository_of(image)}" if image else "it was not pushed"
+        raise StackError(
+            f"the {variant} image is not in the ECR repository {repository} ({where})",
+            hint=f"push it first: invoke push --variant {variant} --registry ecr",
+        )
+    return image
 
 
 def task_config(spec: TaskSpec) -> dict:
@@ -156,14 +195,17 @@ def task_config(spec: TaskSpec) -> dict:
     if secrets:
         config["secrets"] = secrets
     if spec.bucket:
-        config["file_mounts"] = {BUCKET_MOUNT: {"source": spec.bucket, "mode": "MOUNT"}}
+        # MOUNT_CACHED: writes go to a local cache and upload in the background,
+        # which SkyPilot recommends for checkpoints (MOUNT writes are slow and
+        # not every filesystem operation works on them).
+        config["file_mounts"] = {BUCKET_MOUNT: {"source": spec.bucket, "mode": "MOUNT_CACHED"}}
 
     # --ipc=host: NCCL and vLLM need the host's shared memory (a private
     # /dev/shm is too small). No --ulimit memlock: AWS `network_tier: best`
     # adds it where EFA needs it, and hosts without CAP_SYS_RESOURCE refuse it.
     overrides: dict = {"docker": {"run_options": ["--ipc=host"]}}
-    if spec.extra.get("pull_secret"):
-        overrides["kubernetes"] = {"pod_config": {"spec": {"imagePullSecrets": [{"name": spec.extra["pull_secret"]}]}}}
+    if spec.pull_secret:
+        overrides["kubernetes"] = {"pod_config": {"spec": {"imagePullSecrets": [{"name": spec.pull_secret}]}}}
     config["config"] = overrides
     config["run"] = run_script(spec, pins.ray_port)
     return config
@@ -227,6 +269,8 @@ def header(spec: TaskSpec, command: str) -> str:
     ]
     if spec.registry_login and spec.registry_login.password_env:
         lines.append(f"# Registry password: read from ${spec.registry_login.password_env} at launch (--secret SKYPILOT_DOCKER_PASSWORD).")
+    elif spec.registry_login:
+        lines.append(f"# Registry login: {spec.registry_login.server} through the node's IAM role (empty SKYPILOT_DOCKER_PASSWORD).")
     return "\n".join(lines) + "\n"
 
 
@@ -258,9 +302,33 @@ def to_yaml(config: dict, head: str) -> str:
     return "".join(parts)
 
 
+@contextmanager
+def _no_local_api_server():
+    """SKYPILOT_DISABLE_LOCAL_API_SERVER=1 while validating, restored after.
+
+    Validation is offline and must never start SkyPilot's API server; but a
+    launch in the same process afterwards needs SkyPilot free to start it, so
+    the variable must not outlive the check.
+    """
+    key = "SKYPILOT_DISABLE_LOCAL_API_SERVER"
+    previous = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous
+
+
 def validate(config: dict) -> None:
     """Check the task with SkyPilot's own schema and Task parser (offline); raise its message."""
-    os.environ.setdefault("SKYPILOT_DISABLE_LOCAL_API_SERVER", "1")
+    with _no_local_api_server():
+        _validate(config)
+
+
+def _validate(config: dict) -> None:
     try:
         import sky
         from sky.utils import common_utils, schemas
@@ -291,12 +359,7 @@ def render(spec: TaskSpec, out: Path | None = None, command: str = "invoke rende
     if check:
         validate(yaml.safe_load(text))
     out = Path(out) if out else default_out(spec)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; the task file holds no secret
-    os.replace(tmp, out)
+    write_text_atomic(out, text)
     return out, text
 
 
@@ -327,8 +390,7 @@ def write_examples() -> list[Path]:
         text = render_example(variant)
         validate(yaml.safe_load(text))
         path = SKYPILOT_DIR / "examples" / f"{variant}.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        write_text_atomic(path, text)
         paths.append(path)
     return paths
 

@@ -94,9 +94,17 @@ def require_passed(digest: str, override: bool = False, action: str = "this acti
     """Raise StackError unless `digest` has a passing smoke run; return that run.
 
     With override=True a missing or failed run only prints
-    ``WARNING: gate overridden: ...`` to stderr and returns None.
+    ``WARNING: gate overridden: ...`` to stderr and returns None; so does an
+    image given by tag (--allow-tag), which no recorded run can vouch for.
     """
-    digest = normalise_digest(digest)
+    try:
+        digest = normalise_digest(digest)
+    except StackError:
+        if not override:
+            raise
+        print(f"WARNING: gate overridden: {action} goes ahead with {digest}, which is not pinned by digest, "
+              "so no smoke run can vouch for it", file=sys.stderr, flush=True)
+        return None
     run = decisive_run(digest)
     if run is not None and run["passed"]:
         skipped = f", {len(run['skipped'])} checks skipped" if run.get("skipped") else ""

@@ -8,9 +8,10 @@ that a bad value fails before anything is written (see render.py).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from skyrl_stack.errors import StackError
+from skyrl_stack.refs import is_ecr, registry_host
 
 # Clouds SkyPilot (0.10.5 .. 0.14) accepts in `infra`. `local` is ours: it runs
 # the task's `run:` in local containers (skyrl_stack.local_cluster), never SkyPilot.
@@ -32,6 +33,8 @@ DATA_DIR = "/root/data/gsm8k"
 LOCAL_CKPT_DIR = "/root/ckpts/gsm8k_1.5B_ckpt"
 BUCKET_MOUNT = "/checkpoints"
 LOGGERS = ("wandb", "console", "tensorboard", "mlflow")
+# --registry for render/launch: `ecr` takes the image from the registry stack's repository.
+REGISTRIES = ("generic", "ecr")
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ class TaskSpec:
     registry_login: RegistryLogin | None = None
     sets: tuple[tuple[str, str], ...] = ()
     data_dir: str = DATA_DIR
-    extra: dict = field(default_factory=dict)
+    pull_secret: str | None = None  # Kubernetes imagePullSecret name
 
     @property
     def gpus_per_node(self) -> int:
@@ -133,15 +136,16 @@ def parse_registry_login(value: str | None, image: str) -> RegistryLogin | None:
     """
     if not value:
         return None
-    server_default = image.split("/", 1)[0] if "/" in image else ""
     if value.strip().lower() == "ecr":
         value = "AWS:"
     creds, _, server = value.partition("@")
     user, sep, password_env = creds.partition(":")
-    server = server or server_default
-    is_ecr = ".dkr.ecr." in server
+    # The image's registry ('docker.io' for short Docker Hub names such as me/skyrl).
+    server = server or registry_host(image)
+    # is_ecr reads the host of a reference; a bare host needs a path to be read as one.
+    ecr = is_ecr(f"{server}/repository")
     missing = [name for name, got in (("user", user), ("password variable", password_env), ("server", server)) if not got]
-    if is_ecr and missing == ["password variable"]:
+    if ecr and missing == ["password variable"]:
         return RegistryLogin(username=user, password_env=None, server=server)
     if missing or not sep:
         raise StackError(

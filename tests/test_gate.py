@@ -76,3 +76,14 @@ def test_history_is_bounded(state_dir):
     for _ in range(smoke_gate.MAX_RUNS + 5):
         _record(_report())
     assert len(smoke_gate.load_runs(DIGEST)) == smoke_gate.MAX_RUNS
+
+
+def test_override_lets_an_image_by_tag_through_naming_it(state_dir, capsys):
+    """--allow-tag --skip-smoke-gate: no digest to look up, so the override decides (loudly)."""
+    image = "ghcr.io/me/skyrl-stack:vllm-latest"
+    assert smoke_gate.require_passed(image, override=True, action="launch") is None
+    err = capsys.readouterr().err
+    assert f"WARNING: gate overridden: launch goes ahead with {image}, which is not pinned by digest" in err
+    with pytest.raises(StackError, match="not an image digest"):  # without the override it stays refused
+        smoke_gate.require_passed(image, action="launch")
+    assert not (state_dir / "smoke").exists()

@@ -151,3 +151,71 @@ def test_invoke_launch_unknown_cloud(state_dir, tmp_path):
     assert result.stderr.splitlines()[0] == "error: unknown cloud 'nowhere'"
     assert "sky check" in result.stderr.splitlines()[1] and "Traceback" not in result.stderr
     assert not (tmp_path / "skypilot").exists()
+
+
+def test_image_by_tag_launches_with_both_overrides(state_dir, sdk, monkeypatch, capsys):
+    fake_record("vllm")
+    monkeypatch.setenv("WANDB_API_KEY", "k")
+    image = f"{FAKE_REPO}:vllm-latest"
+    spec = build_spec("vllm", cloud="aws", image=image, allow_tag=True)
+    with pytest.raises(StackError, match="not an image digest"):
+        launcher.launch(spec, detach=True)
+    assert "launch" not in sdk
+    assert launcher.launch(spec, detach=True, skip_smoke_gate=True) == 0
+    assert f"gate overridden: launch goes ahead with {image}" in capsys.readouterr().err
+    (resources,) = sdk["launch"][0].resources
+    assert resources.extract_docker_image() == image
+
+
+def test_env_values_stay_out_of_the_rendered_file(state_dir, sdk, monkeypatch):
+    """`invoke launch --env HF_TOKEN=...`: SkyPilot gets the value, the file's header only the name."""
+    fake_record("vllm")
+    passed_smoke()
+    monkeypatch.setenv("WANDB_API_KEY", "k")
+    argv = ["launch", "--variant", "vllm", "--env", "HF_TOKEN=hf_secret_value_123", "--env=OTHER=other-secret-456",
+            "--set", "trainer.epochs=1"]
+    monkeypatch.setattr("sys.argv", ["invoke", *argv])
+    command = launcher.command_line()
+    assert command == ("invoke launch --variant vllm --env 'HF_TOKEN=<redacted>' '--env=OTHER=<redacted>' "
+                       "--set trainer.epochs=1")
+    env = launcher.parse_env(["HF_TOKEN=hf_secret_value_123", "OTHER=other-secret-456"])
+    launcher.launch(build_spec("vllm", cloud="aws", sets=["trainer.epochs=1"]), detach=True, env_overrides=env,
+                    command=command)
+    text = (state_dir.parent / "skypilot" / "vllm-aws-1n.yaml").read_text()
+    assert "hf_secret_value_123" not in text and "other-secret-456" not in text
+    assert "HF_TOKEN=<redacted>" in text
+    task, _ = sdk["launch"]
+    assert task.envs["HF_TOKEN"] == "hf_secret_value_123"  # the value still reaches SkyPilot
+
+
+@pytest.mark.parametrize("kwargs, flags", [
+    ({"dry_run": True}, "--dry-run does"),
+    ({"detach": True}, "--detach does"),
+    ({"down": True, "autostop": 10}, "--down, --autostop do"),
+])
+def test_local_cloud_refuses_options_it_cannot_honour(state_dir, sdk, kwargs, flags):
+    """Refused before anything is rendered or started (no engine is touched)."""
+    fake_record("rehearsal", pushed=False)
+    spec = build_spec("rehearsal", cloud="local", nodes=2)
+    with pytest.raises(StackError) as err:
+        launcher.launch(spec, **kwargs)
+    assert err.value.message == f"{flags} not apply to --cloud local"
+    assert "invoke render --cloud local" in err.value.hint
+    assert not (state_dir.parent / "skypilot").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["logs", "--cluster", "c1", "--job-id", "abc"], "error: bad --job-id 'abc'"),
+    (["logs", "--cluster", "c1", "--job-id", "0"], "error: bad --job-id '0'"),
+    (["launch", "--variant", "vllm", "--cloud", "aws", "--autostop", "soon"], "error: bad --autostop 'soon'"),
+    (["launch", "--variant", "vllm", "--cloud", "aws", "--autostop", "-5"], "error: bad --autostop '-5'"),
+    (["launch", "--variant", "rehearsal", "--cloud", "local", "--dry-run"], "error: --dry-run does not apply"),
+])
+def test_invoke_bad_numbers_and_local_options_are_one_clear_line(state_dir, tmp_path, args, message):
+    fake_record("vllm")
+    fake_record("rehearsal", pushed=False)
+    result = _invoke(args, tmp_path, state_dir)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith(message) and len(lines) == 2 and lines[1].startswith("hint: "), result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "skypilot").exists()

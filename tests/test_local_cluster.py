@@ -110,6 +110,19 @@ def test_two_nodes_form_one_ray_cluster_and_run_the_job(compose, rehearsal_task)
         assert resources["GPU"] == spec.gpus_per_node == 2  # what SKYPILOT_NUM_GPUS_PER_NODE promised
         assert resources["CPU"] >= 1
 
+    # `sky exec` / a second `sky launch` runs `run:` again on the formed cluster:
+    # the worker finds itself in place instead of starting a second raylet.
+    _run(compose.project, "a1", config["run"], config["envs"], results)
+    code, out_again, seconds = results["a1"]
+    assert code == 0, out_again
+    assert f"rank 1: already in the Ray cluster at {compose.net}.10:{load_pins().ray_port}" in out_again
+    assert "joining" not in out_again and seconds < 30
+    code, out = _container(compose.project, "a0").exec_run(["/opt/skyrl/venv/bin/python", "-c", probe])
+    assert code == 0, out
+    # a list, not a dict: a second raylet would show as a second entry for the same IP
+    addresses = sorted(address for address, _ in json.loads(out.decode().strip().splitlines()[-1]))
+    assert addresses == [f"{compose.net}.10", f"{compose.net}.11"]
+
 
 @pytest.mark.container
 def test_head_times_out_clearly_when_the_worker_is_gone(compose, rehearsal_task):

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from skyrl_stack import aws_stack
 from skyrl_stack.errors import StackError
 from skyrl_stack.pins import load_pins
-from skyrl_stack.records import BuildRecord
+from skyrl_stack.records import BuildRecord, write_json_atomic
 from skyrl_stack.render import build_spec, render
 from skyrl_stack.task_spec import GSM8K_GRPO, training_overrides
 
@@ -34,8 +35,11 @@ def _api_server_up() -> bool:
 
 @pytest.fixture(autouse=True, scope="module")
 def no_skypilot_api_server():
-    """Validation is offline: it must never start SkyPilot's API server (and we stop one if it did)."""
-    os.environ["SKYPILOT_DISABLE_LOCAL_API_SERVER"] = "1"
+    """Validation is offline: it must never start SkyPilot's API server (and we stop one if it did).
+
+    The variable is not set here: render() must keep SkyPilot from starting
+    one by itself (and leave the environment as it found it).
+    """
     was_up = _api_server_up()
     yield
     if _api_server_up() and not was_up:
@@ -124,10 +128,11 @@ def test_ecr_uses_the_iam_role_and_kubernetes_uses_pull_secrets(records, tmp_pat
 def test_bucket_is_the_checkpoint_path(records, tmp_path):
     _, text = render(build_spec("vllm", cloud="gcp", bucket="gs://my-ckpts/run1"), out=tmp_path / "b.yaml")
     config = yaml.safe_load(text)
-    assert config["file_mounts"] == {"/checkpoints": {"source": "gs://my-ckpts/run1", "mode": "MOUNT"}}
+    assert config["file_mounts"] == {"/checkpoints": {"source": "gs://my-ckpts/run1", "mode": "MOUNT_CACHED"}}
     assert "trainer.ckpt_path=/checkpoints/gsm8k_1.5B_ckpt" in config["run"]
     assert "survive `invoke down`" in text
-    skypilot_task(text)
+    (storage,) = skypilot_task(text).storage_mounts.values()
+    assert storage.mode.value == "MOUNT_CACHED"  # SkyPilot parsed the mode we wrote
 
 
 def test_training_overrides_follow_the_seed_and_set(records):
@@ -233,3 +238,122 @@ def test_checked_in_examples_are_current_and_valid(variant):
     text = path.read_text()
     assert "PLACEHOLDER" in text
     skypilot_task(text)
+
+
+@pytest.mark.parametrize("before", [None, "0"])
+def test_render_leaves_the_environment_as_it_was(records, tmp_path, monkeypatch, before):
+    """A launch in the same process must be free to start SkyPilot's local API server afterwards."""
+    if before is None:
+        monkeypatch.delenv("SKYPILOT_DISABLE_LOCAL_API_SERVER", raising=False)
+    else:
+        monkeypatch.setenv("SKYPILOT_DISABLE_LOCAL_API_SERVER", before)
+    environ = dict(os.environ)
+    render(build_spec("vllm", cloud="aws"), out=tmp_path / "ok.yaml")
+    assert dict(os.environ) == environ
+    with pytest.raises(StackError, match="SkyPilot rejects"):  # also when SkyPilot refuses the task
+        render(build_spec("vllm", cloud="aws", memory="lots"), out=tmp_path / "bad.yaml")
+    assert dict(os.environ) == environ
+
+
+DOCKER_HUB_IMAGE = "me/skyrl@" + FAKE_DIGEST
+
+
+def test_short_docker_hub_image_logs_in_to_docker_hub(records, tmp_path):
+    _, text = render(build_spec("vllm", cloud="aws", image=DOCKER_HUB_IMAGE, registry_login="me:HUB_TOKEN"),
+                     out=tmp_path / "hub.yaml")
+    secrets = yaml.safe_load(text)["secrets"]
+    assert secrets["SKYPILOT_DOCKER_SERVER"] == "docker.io"  # not "me": that is the Docker Hub user
+    assert secrets["SKYPILOT_DOCKER_USERNAME"] == "me" and secrets["SKYPILOT_DOCKER_PASSWORD"] is None
+    skypilot_task(text)
+    # a Docker Hub image is no ECR image: no password variable is an error, not an IAM-role login
+    with pytest.raises(StackError, match="lacks its password variable"):
+        build_spec("vllm", cloud="aws", image=DOCKER_HUB_IMAGE, registry_login="me:")
+
+
+ECR_REGION = "us-east-1"
+ECR_REPOSITORY = f"123456789012.dkr.ecr.{ECR_REGION}.amazonaws.com/team/skyrl"
+
+
+def record_stack_outputs(repository=ECR_REPOSITORY, region=ECR_REGION):
+    """The outputs file `invoke infra.up` records (aws_stack._cache's format)."""
+    write_json_atomic(aws_stack.outputs_path(region), {
+        "cloud": "aws", "region": region, "stack_name": "skyrl-stack-registry",
+        "stack_id": f"arn:aws:cloudformation:{region}:123456789012:stack/skyrl-stack-registry/1",
+        "status": "CREATE_COMPLETE", "parameters": {"RepositoryName": "team/skyrl"},
+        "outputs": {"RepositoryUri": repository, "InstanceProfileName": "skyrl-nodes",
+                    "InstanceProfileArn": "arn:aws:iam::123456789012:instance-profile/skyrl-nodes"},
+        "recorded_at": "2026-01-01T00:00:00Z",
+    })
+
+
+def ecr_record(variant="vllm", repository=ECR_REPOSITORY):
+    record = fake_record(variant)
+    record.pushed = {"ref": f"{repository}@{FAKE_DIGEST}"}
+    record.save()
+    return record
+
+
+def test_registry_ecr_renders_the_push_to_the_stack_repository(state_dir, tmp_path):
+    record_stack_outputs()
+    ecr_record()
+    spec = build_spec("vllm", cloud="aws/us-west-2", registry="ecr")
+    assert spec.image == f"{ECR_REPOSITORY}@{FAKE_DIGEST}"
+    _, text = render(spec, out=tmp_path / "ecr.yaml")
+    secrets = yaml.safe_load(text)["secrets"]
+    # nodes log in with their IAM role: SkyPilot's ECR path needs an empty password
+    assert secrets["SKYPILOT_DOCKER_USERNAME"] == "AWS" and secrets["SKYPILOT_DOCKER_PASSWORD"] == ""
+    assert secrets["SKYPILOT_DOCKER_SERVER"] == f"123456789012.dkr.ecr.{ECR_REGION}.amazonaws.com"
+    assert "through the node's IAM role" in text
+    task = skypilot_task(text)
+    (resources,) = task.resources
+    assert resources.extract_docker_image() == f"{ECR_REPOSITORY}@{FAKE_DIGEST}"
+    assert task.secrets["SKYPILOT_DOCKER_PASSWORD"].get_secret_value() == ""
+
+
+def test_any_ecr_image_defaults_to_the_iam_role_login(records, tmp_path):
+    image = f"{ECR_REPOSITORY}@{FAKE_DIGEST}"
+    _, text = render(build_spec("sglang", cloud="aws", image=image), out=tmp_path / "e.yaml")
+    assert yaml.safe_load(text)["secrets"]["SKYPILOT_DOCKER_PASSWORD"] == ""
+    # another login given: it wins
+    spec = build_spec("sglang", cloud="aws", image=image, registry_login="AWS:ECR_TOKEN")
+    assert spec.registry_login.password_env == "ECR_TOKEN"
+    # on Kubernetes SkyPilot ignores the login variables: a pull secret does the job
+    assert build_spec("sglang", cloud="kubernetes", image=image, pull_secret="ecr-cred").registry_login is None
+
+
+def test_registry_ecr_refuses_an_image_not_pushed_there(state_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fake_record("vllm")  # pushed to ghcr.io, not to the stack's ECR repository
+    with pytest.raises(StackError, match="no AWS registry stack recorded") as err:
+        build_spec("vllm", registry="ecr")
+    assert "invoke infra.up" in err.value.hint
+    record_stack_outputs()
+    with pytest.raises(StackError) as err:
+        build_spec("vllm", registry="ecr")
+    assert err.value.message == f"the vllm image is not in the ECR repository {ECR_REPOSITORY} (it was pushed to {FAKE_REPO})"
+    assert err.value.hint == "push it first: invoke push --variant vllm --registry ecr"
+    fake_record("sglang", pushed=False)
+    with pytest.raises(StackError, match="it was not pushed") as err:
+        build_spec("sglang", registry="ecr")
+    ecr_record("vllm", repository=f"123456789012.dkr.ecr.{ECR_REGION}.amazonaws.com/other")
+    with pytest.raises(StackError, match="not in the ECR repository"):
+        build_spec("vllm", registry="ecr")
+    with pytest.raises(StackError, match="unknown --registry 'ghcr'"):
+        build_spec("vllm", registry="ghcr")
+    assert not (tmp_path / "skypilot").exists()
+
+
+def test_invoke_render_registry_ecr(state_dir, tmp_path):
+    record_stack_outputs()
+    ecr_record()
+    result = _invoke(["render", "--variant", "vllm", "--registry", "ecr", "--out", "ecr.yaml"], tmp_path, state_dir)
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load((tmp_path / "ecr.yaml").read_text())
+    assert config["resources"]["image_id"] == f"docker:{ECR_REPOSITORY}@{FAKE_DIGEST}"
+    assert config["secrets"]["SKYPILOT_DOCKER_PASSWORD"] == ""
+    fake_record("sglang")
+    result = _invoke(["render", "--variant", "sglang", "--registry", "ecr"], tmp_path, state_dir)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: the sglang image is not in the ECR repository {ECR_REPOSITORY} (it was pushed to {FAKE_REPO})",
+        "hint: push it first: invoke push --variant sglang --registry ecr"]
