@@ -14,7 +14,7 @@ import sys
 from skyrl_stack.cli import step
 from skyrl_stack.errors import StackError
 from skyrl_stack.render import for_local, render, task_config
-from skyrl_stack.task_spec import LOCAL, TaskSpec
+from skyrl_stack.task_spec import LOCAL, TaskSpec, parse_whole_number
 
 # Registries a cloud node cannot pull from.
 _LOCAL_REGISTRY = re.compile(r"^(127\.0\.0\.1|localhost|0\.0\.0\.0)(:\d+)?/")
@@ -181,26 +181,15 @@ def parse_autostop(value) -> int | None:
     """--autostop: whole minutes, 0 or more (None: no autostop)."""
     if value is None or value == "":
         return None
-    try:
-        minutes = int(value)
-    except (TypeError, ValueError):
-        minutes = -1
-    if minutes < 0:
-        raise StackError(f"bad --autostop {value!r}", hint="minutes of idleness before stopping, a whole number, 0 or more")
-    return minutes
+    return parse_whole_number(value, "--autostop", 0, "minutes of idleness before stopping, a whole number, 0 or more")
 
 
 def parse_job_id(value) -> int | None:
     """--job-id: a SkyPilot job id, 1 or more (None: the latest job)."""
     if value is None or value == "":
         return None
-    try:
-        job_id = int(value)
-    except (TypeError, ValueError):
-        job_id = 0
-    if job_id < 1:
-        raise StackError(f"bad --job-id {value!r}", hint="a job id is a whole number from `sky queue CLUSTER`; leave it out for the latest job")
-    return job_id
+    return parse_whole_number(value, "--job-id", 1,
+                              "a job id is a whole number from `sky queue CLUSTER`; leave it out for the latest job")
 
 
 def logs(cluster: str, job_id: int | str | None = None, follow: bool = True) -> int:

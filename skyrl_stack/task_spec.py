@@ -105,14 +105,19 @@ def parse_gpus(value: str) -> tuple[str, int]:
     return match["name"], count
 
 
-def parse_nodes(value) -> int:
+def parse_whole_number(value, option: str, minimum: int, hint: str) -> int:
+    """An option that must be a whole number >= minimum, or a one-line StackError naming it."""
     try:
-        nodes = int(value)
+        number = int(value)
     except (TypeError, ValueError):
-        nodes = 0
-    if nodes < 1:
-        raise StackError(f"bad --nodes {value!r}", hint="use a whole number of nodes, 1 or more")
-    return nodes
+        number = minimum - 1
+    if number < minimum:
+        raise StackError(f"bad {option} {value!r}", hint=hint)
+    return number
+
+
+def parse_nodes(value) -> int:
+    return parse_whole_number(value, "--nodes", 1, "use a whole number of nodes, 1 or more")
 
 
 def parse_sets(values) -> tuple[tuple[str, str], ...]:
