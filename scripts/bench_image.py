@@ -28,15 +28,17 @@ sys.path.insert(0, str(REPO))
 from skyrl_stack.build import build_variants  # noqa: E402
 from skyrl_stack.pins import load_pins  # noqa: E402
 from skyrl_stack.push import push_variant  # noqa: E402
+# A throwaway registry process, so the first push really sends the whole image
+# (a registry that saw earlier runs would already hold most layers).
+from tests.support.registry import RegistryProcess  # noqa: E402
 
-REPOSITORY = os.environ.get("BENCH_REPOSITORY", "127.0.0.1:5000/skyrl-stack-bench")
 CA = "/etc/ssl/certs/ca-certificates.crt"
 TOP_LAYER_FILE = REPO / "docker/scripts/bin/skyrl-smoke"
 
 
-def timed_build(no_cache: bool = False):
+def timed_build(repository: str, no_cache: bool = False):
     started = time.monotonic()
-    (record,) = build_variants(["rehearsal"], REPOSITORY, no_cache=no_cache,
+    (record,) = build_variants(["rehearsal"], repository, no_cache=no_cache,
                                ca_bundle=CA if Path(CA).exists() else None, progress="quiet")
     return record, round(time.monotonic() - started, 1)
 
@@ -54,25 +56,46 @@ def registry_bytes(record) -> int:
     return sum(record.layers.values())
 
 
+def largest_layers(ref: str, count: int = 6) -> list[str]:
+    """The biggest layers with the step that made them (docker history)."""
+    out = subprocess.run(["docker", "history", "--no-trunc", "--human", "--format", "{{.Size}}\t{{.CreatedBy}}", ref],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [line.split("\t", 1) for line in out.splitlines() if "\t" in line]
+
+    def size(text: str) -> float:
+        units = {"B": 1, "kB": 1e3, "KB": 1e3, "MB": 1e6, "GB": 1e9}
+        number = text.rstrip("kKMGB")
+        return float(number or 0) * units.get(text[len(number):], 1)
+
+    rows.sort(key=lambda row: size(row[0]), reverse=True)
+    return [f"{row[0]:>8}  {' '.join(row[1].split())[:110]}" for row in rows[:count]]
+
+
 def main() -> int:
-    os.environ["SKYRL_STACK_STATE_DIR"] = tempfile.mkdtemp(prefix="bench-image-")
-    os.environ.setdefault("SKYRL_STACK_REGISTRY_USER", "ci")
-    os.environ.setdefault("SKYRL_STACK_REGISTRY_PASSWORD", "ci-password")
+    work = Path(tempfile.mkdtemp(prefix="bench-image-"))
+    os.environ["SKYRL_STACK_STATE_DIR"] = str(work / "state")
+    with RegistryProcess(work / "registry") as registry:
+        os.environ["SKYRL_STACK_REGISTRY_USER"] = registry.user
+        os.environ["SKYRL_STACK_REGISTRY_PASSWORD"] = registry.password
+        return measure(f"{registry.host}/skyrl-stack-bench")
+
+
+def measure(repository: str) -> int:
     results: dict[str, float | int | str] = {}
 
     print("cold build (--no-cache) ...", flush=True)
-    first, results["cold_build_s"] = timed_build(no_cache=True)
+    first, results["cold_build_s"] = timed_build(repository, no_cache=True)
     print("first push (whole image) ...", flush=True)
     results["push_full_bytes"] = push_variant("rehearsal", override_gate=True).pushed["bytes_sent"]
 
     print("no-op rebuild ...", flush=True)
-    _, results["noop_rebuild_s"] = timed_build()
+    _, results["noop_rebuild_s"] = timed_build(repository)
 
     original = TOP_LAYER_FILE.read_text()
     try:
         TOP_LAYER_FILE.write_text(original + f"# bench {time.time()}\n")
         print("rebuild after a top-layer change ...", flush=True)
-        changed, results["top_layer_rebuild_s"] = timed_build()
+        changed, results["top_layer_rebuild_s"] = timed_build(repository)
         print("incremental push ...", flush=True)
         results["push_incremental_bytes"] = push_variant("rehearsal", override_gate=True).pushed["bytes_sent"]
     finally:
@@ -97,6 +120,9 @@ def main() -> int:
     for key, value in results.items():
         print(f"{key:<{width}}  {value}")
     print(f"(written to {out})")
+    print("largest layers:")
+    for line in largest_layers(changed.ref):
+        print(f"  {line}")
     return 0
 
 
