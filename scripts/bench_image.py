@@ -8,7 +8,7 @@ registry on 127.0.0.1:5000 with user ci). Run: .venv/bin/python scripts/bench_im
 Figures:
   cold build      --no-cache (BuildKit's download cache mounts stay warm, as on a dev machine)
   top-layer build after a change to the project's own scripts (stands in for a SkyRL bump)
-  no-op rebuild   nothing changed
+  no-op rebuild   nothing changed (the fingerprint check skips the build)
   size overhead   unpacked image vs unpacked base + the Python environment (same du measure)
   push bytes      what an incremental push sends after the top-layer change vs the first push
 """

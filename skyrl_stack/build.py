@@ -1,6 +1,7 @@
 """`invoke build`: run docker buildx bake, load the result, write a build record."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ from skyrl_stack import bake, engine
 from skyrl_stack.cli import step
 from skyrl_stack.errors import StackError
 from skyrl_stack.pins import load_pins
-from skyrl_stack.records import BuildRecord, state_dir, write_json_atomic
+from skyrl_stack.records import BuildRecord, load_build_record, state_dir, write_json_atomic
 from skyrl_stack.refs import validate_repository
 
 
@@ -57,6 +58,14 @@ def build_variants(
         cache_ref=cache_ref,
         git_token_env=git_token_env,
     )
+    fingerprints = {v.name: input_fingerprint(definition["target"][v.name]) for v in chosen}
+    if not no_cache:
+        unchanged = [_unchanged_build(v.name, repository, fingerprints[v.name]) for v in chosen]
+        if all(unchanged):
+            for record in unchanged:
+                step(f"{record.variant}: up to date, {record.digest} (inputs unchanged since {record.built_at}; "
+                     "--no-cache rebuilds)")
+            return unchanged
     bake_file = work / "bake.json"
     write_json_atomic(bake_file, definition)
     metadata_file = work / "metadata.json"
@@ -113,11 +122,54 @@ def build_variants(
             built_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             build_seconds=seconds,
             layers=layers[variant.name],
+            fingerprint=fingerprints[variant.name],
         )
         path = record.save()
         step(f"{variant.name}: {record.tags[0]} = {digest} (record: {path})")
         records.append(record)
     return records
+
+
+# Everything the Dockerfile can read lives here (COPY and bind mounts).
+CONTEXT_PATHS = ("docker", "skyrl_stack", ".dockerignore")
+
+
+def input_fingerprint(target: dict) -> str:
+    """A hash of everything that decides a target's image: its bake target (args,
+    labels, tags) and the files the Dockerfile can read. The build is
+    reproducible, so equal fingerprints mean an equal image and the build can be
+    skipped. (Conservative: any change under skyrl_stack/ counts.)"""
+    digest = hashlib.sha256(json.dumps(target, sort_keys=True).encode())
+    base = target["args"]["BASE_IMAGE"]
+    if "@sha256:" not in base:  # a local tag can be made again with other content
+        probe = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", base],
+                               capture_output=True, text=True, check=False)
+        digest.update(probe.stdout.strip().encode())
+    for path in _context_files():
+        digest.update(f"{path.relative_to(bake.REPO_ROOT)}\0{path.stat().st_mode & 0o111}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _context_files() -> list[Path]:
+    found = []
+    for name in CONTEXT_PATHS:
+        top = bake.REPO_ROOT / name
+        candidates = [top] if top.is_file() else top.rglob("*")
+        found += [p for p in candidates if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
+    return sorted(found)
+
+
+def _unchanged_build(variant: str, repository: str, fingerprint: str) -> BuildRecord | None:
+    """The last build of variant, if its inputs are exactly these and its image is still in the engine."""
+    try:
+        record = load_build_record(variant)
+    except StackError:
+        return None
+    if record.fingerprint != fingerprint or record.repository != repository:
+        return None
+    present = subprocess.run(["docker", "image", "inspect", record.digest], capture_output=True, check=False)
+    return record if present.returncode == 0 else None
 
 
 def _layer_sizes(archive: Path, digest: str) -> dict[str, int]:

@@ -60,6 +60,7 @@ class BuildRecord:
     built_at: str  # wall clock of the build, for humans; never inside the image
     build_seconds: float
     layers: dict = field(default_factory=dict)  # compressed layer digest -> size, from the built manifest
+    fingerprint: str = ""  # hash of every build input (build.input_fingerprint)
     pushed: dict = field(default_factory=dict)  # filled by `invoke push`
 
     @property

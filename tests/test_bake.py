@@ -141,3 +141,32 @@ def test_buildx_bake_print_accepts_production_targets(tmp_path, docker_engine):
     assert printed["vllm"]["args"]["SKYRL_EXTRA"] == "vllm"
     assert printed["sglang"]["target"] == "sglang"
     assert printed["vllm"]["args"]["BASE_IMAGE"] == load_pins().base_image
+
+
+def test_build_fingerprint_follows_every_input(tmp_path, monkeypatch):
+    """The up-to-date check is only sound if any change to args, labels or context files changes it."""
+    from skyrl_stack import build
+
+    for name in build.CONTEXT_PATHS:
+        source = bake.REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, tmp_path / name)
+    monkeypatch.setattr(bake, "REPO_ROOT", tmp_path)
+    target = definition("vllm")["target"]["vllm"]  # digest-pinned base: no engine needed
+    original = build.input_fingerprint(target)
+    assert build.input_fingerprint(json.loads(json.dumps(target))) == original
+
+    changed_arg = json.loads(json.dumps(target))
+    changed_arg["args"]["UV_VERSION"] = "0.0.0"
+    assert build.input_fingerprint(changed_arg) != original
+
+    script = tmp_path / "docker/scripts/bin/skyrl-smoke"
+    content = script.read_text()
+    script.write_text(content + "# changed\n")
+    assert build.input_fingerprint(target) != original
+    script.write_text(content)
+    assert build.input_fingerprint(target) == original
+    script.chmod(0o644)  # the exec bit is part of the image too
+    assert build.input_fingerprint(target) != original

@@ -121,3 +121,15 @@ def test_image_env_is_only_the_venv(rehearsal_image):
                          capture_output=True, text=True, check=True).stdout
     names = {entry.split("=", 1)[0] for entry in json.loads(out)}
     assert names == {"PATH", "VIRTUAL_ENV"}
+
+
+def test_unchanged_inputs_skip_the_build(rehearsal_image, monkeypatch, capsys):
+    """Same fingerprint (every build input) and the image still in the engine: nothing is rebuilt."""
+    from skyrl_stack.build import build_variants
+    from tests.conftest import TEST_BASE_IMAGE, TEST_REPOSITORY
+
+    monkeypatch.setenv("SKYRL_STACK_STATE_DIR", str(rehearsal_image.state_dir))
+    (again,) = build_variants(["rehearsal"], TEST_REPOSITORY, base_image=TEST_BASE_IMAGE,
+                              ca_bundle=TEST_CA_BUNDLE, progress="quiet")
+    assert (again.digest, again.built_at) == (rehearsal_image.digest, rehearsal_image.built_at)
+    assert "rehearsal: up to date" in capsys.readouterr().err
