@@ -111,7 +111,7 @@ def measure(repository: str) -> int:
     results["size_overhead_pct"] = round(100 * (results["image_unpacked_bytes"] - payload) / payload, 1)
     results["cold_vs_top_layer_ratio"] = round(results["cold_build_s"] / results["top_layer_rebuild_s"], 1)
     results["cold_vs_noop_ratio"] = round(results["cold_build_s"] / results["noop_rebuild_s"], 1)
-    results["push_incremental_pct"] = round(100 * results["push_incremental_bytes"] / results["push_full_bytes"], 2)
+    results["push_incremental_pct"] = round(100 * results["push_incremental_bytes"] / results["push_full_bytes"], 4)
 
     out = REPO / "reports" / "bench-image.json"
     out.parent.mkdir(exist_ok=True)
