@@ -45,6 +45,19 @@ def validate_tag(tag: str) -> str:
     return tag
 
 
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def image_digest(reference: str) -> str | None:
+    """'sha256:<hex>' from a digest or a 'repo@sha256:<hex>' reference; None for a tag or junk."""
+    value = (reference or "").strip()
+    if "@" in value:
+        repository, value = value.rsplit("@", 1)
+        if not repository:
+            return None
+    return value if _DIGEST_RE.match(value) else None
+
+
 def registry_host(reference: str) -> str:
     """The registry a repository or image reference lives in ('docker.io' for short names)."""
     first, _, rest = reference.partition("/")

@@ -19,7 +19,7 @@ from pathlib import Path
 from skyrl_stack.errors import StackError
 from skyrl_stack.pins import load_pins
 from skyrl_stack.records import load_build_record, write_text_atomic
-from skyrl_stack.refs import is_ecr
+from skyrl_stack.refs import image_digest, is_ecr
 from skyrl_stack.task_spec import (
     LOCAL,
     BUCKET_MOUNT,
@@ -35,7 +35,6 @@ from skyrl_stack.task_spec import (
 )
 
 SKYPILOT_DIR = Path("skypilot")
-_DIGEST_REF = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")
 # Clouds where SkyPilot implements `network_tier: best` (sky/clouds/*.py).
 NETWORK_TIER_CLOUDS = {"aws", "gcp", "nebius", "kubernetes"}
 # The pinned prod image is tens of GB unpacked; smaller disks fail at pull (skypilot#1506).
@@ -88,7 +87,7 @@ def build_spec(
     elif image is None:
         record = load_build_record(variant)
         image = record.pushed_ref or record.ref
-    if not _DIGEST_REF.match(image) and not allow_tag:
+    if not ("@" in image and image_digest(image)) and not allow_tag:
         raise StackError(
             f"image {image!r} is not pinned by digest",
             hint="use REPO@sha256:<digest> (invoke build/push record it), or pass --allow-tag to accept a moving tag",

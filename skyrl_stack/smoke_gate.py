@@ -15,7 +15,6 @@ recent decisive run passed:
 from __future__ import annotations
 
 import json
-import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,18 +22,16 @@ from pathlib import Path
 from skyrl_stack.cli import step
 from skyrl_stack.errors import StackError
 from skyrl_stack.records import state_dir, write_json_atomic
+from skyrl_stack.refs import image_digest
 
 # Older runs are dropped; the gate only needs the recent ones.
 MAX_RUNS = 20
-_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 def normalise_digest(digest: str) -> str:
     """'sha256:<hex>' from a digest or a 'repo@sha256:<hex>' reference."""
-    value = (digest or "").strip()
-    if "@" in value:
-        value = value.rsplit("@", 1)[1]
-    if not _DIGEST_RE.match(value):
+    value = image_digest(digest)
+    if value is None:
         raise StackError(
             f"not an image digest: {digest!r}",
             hint="pass sha256:<64 hex digits> or repository@sha256:<...> (see the build record)",
