@@ -19,7 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_BASE_IMAGE = os.environ.get("SKYRL_STACK_TEST_BASE", "skyrl-stack/debian-base:bookworm")
 # The CA bundle of this machine's TLS-intercepting proxy, passed as a build secret.
 TEST_CA_BUNDLE = os.environ.get("SKYRL_STACK_TEST_CA", "/etc/ssl/certs/ca-certificates.crt")
-TEST_REPOSITORY = "127.0.0.1:5000/skyrl-stack-test"
+# Overridable so that parallel test runs on one engine keep their image tags apart.
+TEST_REPOSITORY = os.environ.get("SKYRL_STACK_TEST_REPOSITORY", "127.0.0.1:5000/skyrl-stack-test")
 
 
 @pytest.fixture
