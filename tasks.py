@@ -128,33 +128,34 @@ _TASK_HELP = {
     "registry_login": "private registry: USER:PASSWORD_ENV[@SERVER], or `ecr` for ECR through the node's IAM role",
     "pull_secret": "Kubernetes: name of the imagePullSecret for the image",
     "logger": "wandb | console | tensorboard | mlflow (default: wandb; console for rehearsal)",
+    "network_tier": "best: ask for the cloud's fast interconnect (only with an image that can use it; see README)",
 }
 
 
 def _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, image, allow_tag,
-               registry_login, pull_secret, logger, registry):
+               registry_login, pull_secret, logger, registry, network_tier=None):
     from skyrl_stack.render import build_spec
 
     return build_spec(
         variant or c.image.variant, cloud=cloud or c.launch.cloud, gpus=gpus or None,
         nodes=nodes if nodes is not None else c.launch.nodes, memory=memory, disk_size=disk_size, bucket=bucket,
         sets=set, image=image, allow_tag=allow_tag, registry_login=registry_login, pull_secret=pull_secret,
-        logger=logger, default_gpus=c.launch.gpus, registry=registry,
+        logger=logger, default_gpus=c.launch.gpus, registry=registry, network_tier=network_tier,
     )
 
 
 @task(iterable=["set"], help={**_TASK_HELP, "out": "output file (default: skypilot/<variant>-<cloud>-<N>n.yaml)",
-                              "no_validate": "skip the check with SkyPilot's parser and schema"})
+                              "no_validate": "skip the checks with SkyPilot's parser, schema and the cloud's feature check"})
 @reports_errors
 def render(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk_size=None, bucket=None, set=None,
            image=None, allow_tag=False, registry_login=None, pull_secret=None, logger=None, out=None, no_validate=False,
-           registry="generic"):
+           registry="generic", network_tier=None):
     """Write the SkyPilot task YAML for a built image (by digest), checked by SkyPilot's own parser."""
     from skyrl_stack.launch import command_line
     from skyrl_stack.render import render as render_task
 
     spec = _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, image, allow_tag,
-                      registry_login, pull_secret, logger, registry)
+                      registry_login, pull_secret, logger, registry, network_tier)
     path, _ = render_task(spec, out=out, command=command_line(), check=not no_validate)
     print(path)
 
@@ -170,14 +171,14 @@ def render(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk
 def launch(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk_size=None, bucket=None, set=None,
            image=None, allow_tag=False, registry_login=None, pull_secret=None, logger=None, cluster=None,
            dry_run=False, detach=False, autostop=None, down=False, skip_smoke_gate=False, env=None,
-           registry="generic"):
+           registry="generic", network_tier=None):
     """Launch the task with SkyPilot (`--cloud local`: N local containers); exits with the job's code."""
     from invoke.exceptions import Exit
 
     from skyrl_stack.launch import command_line, launch as launch_task, parse_env
 
     spec = _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, image, allow_tag,
-                      registry_login, pull_secret, logger, registry)
+                      registry_login, pull_secret, logger, registry, network_tier)
     code = launch_task(spec, cluster=cluster, dry_run=dry_run, detach=detach, autostop=autostop, down=down,
                        skip_smoke_gate=skip_smoke_gate, env_overrides=parse_env(env), command=command_line())
     if code:

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from skyrl_stack import cloud_features
 from skyrl_stack.errors import StackError
 from skyrl_stack.pins import load_pins
 from skyrl_stack.records import load_build_record, write_text_atomic
@@ -35,8 +36,12 @@ from skyrl_stack.task_spec import (
 )
 
 SKYPILOT_DIR = Path("skypilot")
-# Clouds where SkyPilot implements `network_tier: best` (sky/clouds/*.py).
-NETWORK_TIER_CLOUDS = {"aws", "gcp", "nebius", "kubernetes"}
+# `network_tier: best` is never requested by default: the images carry no
+# fabric userspace (no EFA libfabric / aws-ofi-nccl for AWS, no verbs library
+# for InfiniBand, no GPUDirect-TCPX-matched NCCL for GCP), so NCCL would fall
+# back to TCP on a fabric that was paid for. `--network-tier best` opts in
+# (an image that has it); SkyPilot's feature check then decides (cloud_features).
+NETWORK_TIERS = ("best",)
 # The pinned prod image is tens of GB unpacked; smaller disks fail at pull (skypilot#1506).
 MIN_DISK_GB = {True: 100, False: 20}
 # How long the Ray head waits for every node to join (seconds); env-overridable per launch.
@@ -62,6 +67,7 @@ def build_spec(
     logger: str | None = None,
     default_gpus: str = "L40S:4",
     registry: str | None = "generic",
+    network_tier: str | None = None,
 ) -> TaskSpec:
     """Validate every option and the build record; returns the spec (no side effects).
 
@@ -80,6 +86,9 @@ def build_spec(
     if gpus:
         parse_gpus(gpus)
     sets = parse_sets(sets)
+    if network_tier not in (None, "", *NETWORK_TIERS):
+        raise StackError(f"bad --network-tier {network_tier!r}",
+                         hint="use --network-tier best (only with an image that carries the cloud's fabric userspace), or leave it out")
     if not var.has_skyrl and sets:
         raise StackError(f"--set is for the training command; variant {variant!r} has none", hint="use --variant vllm or sglang")
     if registry == "ecr":
@@ -127,7 +136,7 @@ def build_spec(
         disk_size=disk,
         bucket=bucket or None,
         logger=logger or ("wandb" if var.has_skyrl else "console"),
-        network_tier_best=nodes > 1 and cloud_name in NETWORK_TIER_CLOUDS,
+        network_tier_best=network_tier == "best",
         registry_login=login,
         sets=sets,
         pull_secret=pull_secret or None,
@@ -322,7 +331,7 @@ def _no_local_api_server():
 
 
 def validate(config: dict) -> None:
-    """Check the task with SkyPilot's own schema and Task parser (offline); raise its message."""
+    """Check the task with SkyPilot's own schema, Task parser and its cloud's feature check (offline)."""
     with _no_local_api_server():
         _validate(config)
 
@@ -338,10 +347,11 @@ def _validate(config: dict) -> None:
         # Null secrets are filled at launch (`sky launch --secret NAME`); give
         # them a stand-in the same way, so the check covers the launch path.
         blanks = [(k, "<given-at-launch>") for k, v in (config.get("secrets") or {}).items() if v is None]
-        sky.Task.from_yaml_config(copy.deepcopy(config), secrets_overrides=blanks or None)
+        task = sky.Task.from_yaml_config(copy.deepcopy(config), secrets_overrides=blanks or None)
     except Exception as exc:  # SkyPilot raises ValueError and its own exception types
         message = " ".join(str(exc).split())
         raise StackError(f"SkyPilot rejects the task: {message}", hint="fix the option named above and render again") from None
+    cloud_features.check(task)
 
 
 def default_out(spec: TaskSpec) -> Path:

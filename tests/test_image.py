@@ -63,6 +63,25 @@ def test_skypilot_prerequisites_and_no_runtime_env_hook(rehearsal_image):
     assert out.strip().splitlines()[-1] == "0"
 
 
+def test_no_fabric_userspace_so_render_asks_no_network_tier(rehearsal_image):
+    """Why `network_tier: best` is not requested by default (README, SkyPilot section).
+
+    With `best`, SkyPilot gives the container the fabric's devices (AWS EFA:
+    sky/clouds/aws.py _EFA_DOCKER_RUN_OPTIONS; Nebius InfiniBand:
+    sky/provision/nebius/constants.py INFINIBAND_DOCKER_OPTIONS), but NCCL can
+    only use them through userspace in the image: libfabric with the EFA
+    provider plus the aws-ofi-nccl plugin (libnccl-net*.so) for EFA, libibverbs
+    for InfiniBand. The shared stages (OS, uv, stack) carry none of them; the
+    GPU targets add only SkyRL's locked Python packages on top.
+    """
+    out = run_in(rehearsal_image.ref,
+                 "ldconfig -p | grep -E 'libfabric|libnccl-net|libibverbs|libefa' || true;"
+                 " ls -d /opt/amazon/efa /opt/amazon/aws-ofi-nccl /opt/aws-ofi-nccl 2>/dev/null || true;"
+                 " find / -xdev \\( -name 'libnccl-net*.so*' -o -name 'libfabric.so*' -o -name 'libibverbs.so*' \\) 2>/dev/null;"
+                 " echo END")
+    assert out.strip() == "END", out
+
+
 def test_each_container_gets_its_own_sshd_host_keys(rehearsal_image):
     """The image ships none; a login shell (as SkyPilot's setup runs) makes them."""
     first = run_in(rehearsal_image.ref, "cat /etc/ssh/ssh_host_ed25519_key.pub")
