@@ -166,12 +166,13 @@ def render(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk
     "autostop": "stop the cluster after M idle minutes (with --down: tear it down)", "down": "tear down when done",
     "skip_smoke_gate": "launch a digest without a passing smoke run (said loudly)",
     "env": "override a task env, KEY=VALUE (repeatable), e.g. SKYRL_RAY_JOIN_TIMEOUT=60",
+    "yes": "launch without asking (otherwise SkyPilot's plan, instance type and $/h, is shown and confirmed)",
 })
 @reports_errors
 def launch(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk_size=None, bucket=None, set=None,
            image=None, allow_tag=False, registry_login=None, pull_secret=None, logger=None, cluster=None,
            dry_run=False, detach=False, autostop=None, down=False, skip_smoke_gate=False, env=None,
-           registry="generic", network_tier=None):
+           registry="generic", network_tier=None, yes=False):
     """Launch the task with SkyPilot (`--cloud local`: N local containers); exits with the job's code."""
     from invoke.exceptions import Exit
 
@@ -180,7 +181,8 @@ def launch(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk
     spec = _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, image, allow_tag,
                       registry_login, pull_secret, logger, registry, network_tier)
     code = launch_task(spec, cluster=cluster, dry_run=dry_run, detach=detach, autostop=autostop, down=down,
-                       skip_smoke_gate=skip_smoke_gate, env_overrides=parse_env(env), command=command_line())
+                       skip_smoke_gate=skip_smoke_gate, env_overrides=parse_env(env), command=command_line(),
+                       confirm=not yes)
     if code:
         raise Exit(f"error: the job exited with code {code}", code=code)
 

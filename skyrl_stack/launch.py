@@ -37,8 +37,13 @@ def launch(
     skip_smoke_gate: bool = False,
     env_overrides: dict | None = None,
     command: str = "invoke launch",
+    confirm: bool = False,
 ) -> int:
-    """Launch the task; returns the job's exit code (0 when detached or a dry run)."""
+    """Launch the task; returns the job's exit code (0 when detached or a dry run).
+
+    confirm: show SkyPilot's plan (instance type, hourly price) and ask before
+    launching, as `sky launch` does (`invoke launch` without --yes).
+    """
     autostop = parse_autostop(autostop)
     if spec.cloud == LOCAL:
         # The local cluster runs in the foreground and is always removed at the
@@ -63,7 +68,8 @@ def launch(
     secrets = launch_secrets(spec, required=not dry_run)
     path, _ = render(spec, command=command)
     step(f"rendered {path}")
-    return _sky_launch(spec, path, secrets, cluster or default_cluster(spec), dry_run, detach, autostop, down, env_overrides)
+    return _sky_launch(spec, path, secrets, cluster or default_cluster(spec), dry_run, detach, autostop, down, env_overrides,
+                       confirm=confirm and not dry_run)
 
 
 def require_smoke_passed(image: str, override: bool) -> None:
@@ -114,7 +120,7 @@ def _explain(exc: Exception, cloud: str | None) -> StackError:
     return StackError(f"SkyPilot failed: {text}", hint="see `sky api logs` for details")
 
 
-def _sky_launch(spec, path, secrets, cluster, dry_run, detach, autostop, down, env_overrides) -> int:
+def _sky_launch(spec, path, secrets, cluster, dry_run, detach, autostop, down, env_overrides, confirm=False) -> int:
     import yaml
 
     sky = _sdk()
@@ -128,7 +134,12 @@ def _sky_launch(spec, path, secrets, cluster, dry_run, detach, autostop, down, e
     except ValueError as exc:
         raise StackError(f"SkyPilot rejects the task: {' '.join(str(exc).split())}", hint="re-render it: invoke render") from None
     step(f"sky.launch {cluster} on {spec.infra or 'any cloud'} ({spec.nodes} node(s), {spec.gpus or 'no GPUs'})")
+    if confirm and not sys.stdin.isatty():
+        raise StackError("launching asks for confirmation, but stdin is not a terminal",
+                         hint="see the plan with --dry-run, then launch with --yes")
     try:
+        if confirm:
+            _confirm_plan(sky, task, cluster)
         request = sky.launch(task, cluster_name=cluster, dryrun=dry_run, idle_minutes_to_autostop=autostop, down=down)
         job_id, _handle = sky.stream_and_get(request)
     except Exception as exc:  # SkyPilot's own exception types; re-raised as one line
@@ -136,12 +147,29 @@ def _sky_launch(spec, path, secrets, cluster, dry_run, detach, autostop, down, e
             raise
         raise _explain(exc, spec.cloud) from None
     if dry_run:
-        step("dry run: nothing was launched")
+        step(f"dry run: nothing was launched (SkyPilot's COST column is $ per hour for all {task.num_nodes} node(s))")
         return 0
     if detach or job_id is None:
         step(f"job {job_id} submitted on {cluster}; follow it with: invoke logs --cluster {cluster}")
         return 0
     return logs(cluster, job_id=job_id, follow=True)
+
+
+def _confirm_plan(sky, task, cluster: str) -> None:
+    """SkyPilot's optimizer plan, then a question, as `sky launch` asks it (sky/client/sdk.py _launch).
+
+    The plan is SkyPilot's own table (instance type, region, COST per hour for
+    all nodes), streamed from its optimizer; the 0.14 API server does not return
+    the chosen resources (sky/server/server.py optimize: ignore_return_value),
+    so the table is what the user reads before answering.
+    """
+    from sky.utils import dag_utils
+
+    sky.stream_and_get(sky.optimize(dag_utils.convert_entrypoint_to_dag(task)))
+    answer = input(f"Launch {cluster} with this plan (COST is $ per hour for all {task.num_nodes} node(s))? [y/N] ")
+    if answer.strip().lower() not in ("y", "yes"):
+        raise StackError(f"launch of {cluster} not confirmed: nothing was launched",
+                         hint="invoke launch --dry-run shows the plan without asking")
 
 
 def launch_local(spec: TaskSpec, *, cluster: str | None, env_overrides: dict | None, command: str) -> int:

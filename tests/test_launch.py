@@ -39,10 +39,15 @@ def sdk(monkeypatch, tmp_path):
         calls["down"] = cluster
         return "request-down"
 
+    def fake_optimize(dag):
+        calls["optimize"] = dag
+        return "request-optimize"
+
     monkeypatch.setattr(sky, "launch", fake_launch)
     monkeypatch.setattr(sky, "stream_and_get", fake_stream_and_get)
     monkeypatch.setattr(sky, "tail_logs", fake_tail_logs)
     monkeypatch.setattr(sky, "down", fake_down)
+    monkeypatch.setattr(sky, "optimize", fake_optimize)
     monkeypatch.chdir(tmp_path)  # rendered files land in tmp_path/skypilot
     return calls
 
@@ -219,3 +224,39 @@ def test_invoke_bad_numbers_and_local_options_are_one_clear_line(state_dir, tmp_
     lines = result.stderr.strip().splitlines()
     assert lines[0].startswith(message) and len(lines) == 2 and lines[1].startswith("hint: "), result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "skypilot").exists()
+
+
+@pytest.mark.parametrize("answer, launched", [("y", True), ("", False), ("no", False)])
+def test_launch_shows_skypilots_plan_and_asks_first(state_dir, sdk, monkeypatch, capsys, answer, launched):
+    """SkyPilot's optimizer is asked for the plan (its table streams to the user) before the question.
+
+    Faked: the SDK calls (see the fixture) and the terminal. The real optimizer
+    run is tests/test_launch_plan.py.
+    """
+    fake_record("vllm")
+    passed_smoke()
+    monkeypatch.setenv("WANDB_API_KEY", "k")
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    questions = []
+    monkeypatch.setattr("builtins.input", lambda prompt: questions.append(prompt) or answer)
+    spec = build_spec("vllm", cloud="aws", nodes=2)
+    if launched:
+        assert launcher.launch(spec, cluster="c3", detach=True, confirm=True) == 0
+        assert "launch" in sdk
+    else:
+        with pytest.raises(StackError, match="^launch of c3 not confirmed: nothing was launched$"):
+            launcher.launch(spec, cluster="c3", detach=True, confirm=True)
+        assert "launch" not in sdk
+    (task,) = sdk["optimize"].tasks  # the task SkyPilot planned is the rendered one
+    assert task.num_nodes == 2 and "request-optimize" in sdk["stream"]
+    assert questions == ["Launch c3 with this plan (COST is $ per hour for all 2 node(s))? [y/N] "]
+
+
+def test_launch_without_a_terminal_needs_yes(state_dir, sdk, monkeypatch):
+    fake_record("vllm")
+    passed_smoke()
+    monkeypatch.setenv("WANDB_API_KEY", "k")
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    with pytest.raises(StackError, match="stdin is not a terminal") as err:
+        launcher.launch(build_spec("vllm", cloud="aws"), confirm=True)
+    assert "--yes" in err.value.hint and "optimize" not in sdk and "launch" not in sdk
