@@ -71,6 +71,16 @@ def push(c, variant=None, repository=None, registry="generic", skip_smoke_gate=F
 
 @task
 @reports_errors
+def lock_rehearsal(c):
+    """Regenerate the rehearsal variant's hashed lock from pins.toml (uv pip compile, needs PyPI)."""
+    from skyrl_stack.pins import load_pins
+    from skyrl_stack.rehearsal_lock import regenerate
+
+    print(regenerate(load_pins()))
+
+
+@task
+@reports_errors
 def lint(c):
     """Static checks: hadolint (Dockerfile), cfn-lint (infra), GitHub workflow schema."""
     from skyrl_stack.lint import lint as run_lint

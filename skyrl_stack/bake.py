@@ -6,12 +6,14 @@ production targets statically on machines that cannot build them.
 """
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
 from skyrl_stack.errors import StackError
+from skyrl_stack.lock_check import expectations
 from skyrl_stack.pins import Pins, Variant
 from skyrl_stack.refs import validate_repository, validate_tag
 
@@ -70,6 +72,8 @@ def build_args(pins: Pins, variant: Variant, base_image: str | None = None) -> d
             SKYRL_COMMIT=pins.skyrl_commit,
             SKYRL_SUBDIR=pins.skyrl_subdir,
             SKYRL_EXTRA=variant.skyrl_extra,
+            # What skyrl-lock-check compares with SkyRL's uv.lock, each with the pin it comes from.
+            SKYRL_LOCK_EXPECT=json.dumps(expectations(variant), sort_keys=True),
         )
     else:
         args.update(VENV_STAGE="venv-rehearsal", REHEARSAL_LOCK=variant.lock)

@@ -10,7 +10,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from skyrl_stack import bake, engine
+from skyrl_stack import bake, engine, rehearsal_lock
 from skyrl_stack.cli import step
 from skyrl_stack.errors import StackError
 from skyrl_stack.pins import load_pins
@@ -46,6 +46,9 @@ def build_variants(
                          hint="export it, or drop --git-token-env for a public SkyRL repository")
     if cache_ref:
         validate_repository(cache_ref)
+    for variant in chosen:
+        if variant.lock:  # pins are inputs: a lock that disagrees with them fails here, not after the build
+            rehearsal_lock.check(variant)
     engine.require_buildx()
 
     work = state_dir() / "build"

@@ -6,11 +6,19 @@ through the SDK client returned here.
 """
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
 from skyrl_stack.errors import StackError, first_line
 
+# buildx >= 0.10 passes SOURCE_DATE_EPOCH to BuildKit; BuildKit >= 0.13 has the
+# exporter's rewrite-timestamp (moby/buildkit docs/build-repro.md). The build is
+# only reproducible with both. Docker Engine 26.0 is the first to bundle
+# BuildKit 0.13 (its builtin builder, the `docker` driver).
+MIN_BUILDX = (0, 10)
+MIN_BUILDKIT = (0, 13)
+MIN_ENGINE_FOR_BUILDKIT = (26, 0)
 DAEMON_HINT = "start the Docker engine (e.g. `dockerd &` or `systemctl start docker`), or set DOCKER_HOST"
 
 
@@ -40,3 +48,40 @@ def require_buildx() -> None:
     info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, check=False)
     if info.returncode != 0 or not info.stdout.strip():
         raise StackError("cannot reach the Docker daemon: " + first_line(info.stderr), hint=DAEMON_HINT)
+    builder = subprocess.run(["docker", "buildx", "inspect"], capture_output=True, text=True, check=False)
+    check_versions(probe.stdout, builder.stdout, info.stdout.strip())
+
+
+def version_of(text: str) -> tuple[int, ...] | None:
+    """The first 'X.Y[.Z]' in text; None for none or a distribution's placeholder v0.0.0."""
+    match = re.search(r"v?(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not match:
+        return None
+    numbers = tuple(int(n) for n in match.groups() if n is not None)
+    return None if not any(numbers) else numbers
+
+
+def check_versions(buildx_version: str, builder_inspect: str, engine_version: str) -> None:
+    """Refuse a buildx or BuildKit too old for reproducible builds, naming the version found.
+
+    `docker buildx inspect` names the BuildKit version; Debian's packages report
+    v0.0.0+unknown there, and then the engine's version stands in for it
+    (the `docker` driver runs the BuildKit the engine bundles).
+    """
+    buildx = version_of(buildx_version.split(None, 1)[-1]) if buildx_version.strip() else None
+    if buildx is not None and buildx < MIN_BUILDX:
+        raise StackError(f"docker buildx {'.'.join(map(str, buildx))} is too old: the build needs >= "
+                         f"{'.'.join(map(str, MIN_BUILDX))} (SOURCE_DATE_EPOCH)", hint="upgrade the buildx plugin")
+    line = next((l for l in builder_inspect.splitlines() if l.strip().startswith("BuildKit version:")), "")
+    buildkit = version_of(line.split(":", 1)[-1]) if line else None
+    if buildkit is not None:
+        if buildkit < MIN_BUILDKIT:
+            raise StackError(f"BuildKit {'.'.join(map(str, buildkit))} is too old: the build needs >= "
+                             f"{'.'.join(map(str, MIN_BUILDKIT))} (rewrite-timestamp for reproducible images)",
+                             hint="upgrade Docker Engine to >= 26, or use a newer buildx builder")
+        return
+    engine = version_of(engine_version)
+    if engine is not None and engine < MIN_ENGINE_FOR_BUILDKIT:
+        raise StackError(f"Docker Engine {engine_version} bundles a BuildKit older than "
+                         f"{'.'.join(map(str, MIN_BUILDKIT))} (rewrite-timestamp for reproducible images)",
+                         hint="upgrade Docker Engine to >= 26")

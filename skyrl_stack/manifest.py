@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from skyrl_stack.lock_check import normalise
 from skyrl_stack.pins import load_pins
 
 MANIFEST_PATH = Path("/opt/skyrl-stack/manifest.json")
@@ -29,11 +30,6 @@ def installed_packages() -> dict[str, str]:
         if name:
             found[normalise(name)] = dist.version
     return dict(sorted(found.items()))
-
-
-def normalise(name: str) -> str:
-    """PEP 503 normalisation, so 'Flash_Attn' and 'flash-attn' compare equal."""
-    return "-".join(part for part in name.lower().replace("_", "-").replace(".", "-").split("-") if part)
 
 
 def uv_version() -> str | None:

@@ -68,7 +68,7 @@ def test_source_date_epoch_comes_from_the_pins_not_the_clock():
 def test_variants_differ_only_where_they_should():
     vllm = definition("vllm")["target"]["vllm"]["args"]
     sglang = definition("sglang")["target"]["sglang"]["args"]
-    assert {k for k in vllm if vllm[k] != sglang[k]} == {"SKYRL_EXTRA", "VARIANT"}
+    assert {k for k in vllm if vllm[k] != sglang[k]} == {"SKYRL_EXTRA", "SKYRL_LOCK_EXPECT", "VARIANT"}  # the engine pin differs
 
 
 def test_ca_bundle_is_a_secret_never_an_arg(tmp_path):
@@ -170,3 +170,24 @@ def test_build_fingerprint_follows_every_input(tmp_path, monkeypatch):
     assert build.input_fingerprint(target) == original
     script.chmod(0o644)  # the exec bit is part of the image too
     assert build.input_fingerprint(target) != original
+
+
+# --------------------------------------------------------------------- buildx / BuildKit version check (invoke build)
+from skyrl_stack import engine  # noqa: E402
+from skyrl_stack.errors import StackError as _StackError  # noqa: E402
+
+INSPECT = "Name:   default\nDriver: docker\nNodes:\nName: default\nBuildKit version: {}\nPlatforms: linux/amd64\n"
+
+
+def test_buildkit_version_check_accepts_this_machine_and_refuses_old_ones():
+    engine.require_buildx()  # this machine: buildx 0.13.1, Debian's BuildKit v0.0.0+unknown, Engine 26.1.5
+    engine.check_versions("github.com/docker/buildx v0.17.1 abc", INSPECT.format("v0.16.0"), "27.3.1")
+    with pytest.raises(_StackError, match=r"BuildKit 0\.12\.5 is too old: the build needs >= 0\.13"):
+        engine.check_versions("github.com/docker/buildx v0.12.1 abc", INSPECT.format("v0.12.5"), "25.0.3")
+    with pytest.raises(_StackError, match=r"docker buildx 0\.9\.1 is too old"):
+        engine.check_versions("github.com/docker/buildx v0.9.1 abc", INSPECT.format("v0.13.0"), "26.0.0")
+    # Distribution builds report v0.0.0+unknown: the engine's bundled BuildKit decides.
+    engine.check_versions("github.com/docker/buildx 0.13.1+ds1 0.13.1+ds1-3", INSPECT.format("v0.0.0+unknown"), "26.1.5+dfsg1")
+    with pytest.raises(_StackError, match=r"Docker Engine 20\.10\.24\+dfsg1 bundles a BuildKit older than 0\.13"):
+        engine.check_versions("github.com/docker/buildx 0.13.1+ds1 0.13.1+ds1-3", INSPECT.format("v0.0.0+unknown"),
+                              "20.10.24+dfsg1")

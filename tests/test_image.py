@@ -152,3 +152,31 @@ def test_unchanged_inputs_skip_the_build(rehearsal_image, monkeypatch, capsys):
                               ca_bundle=TEST_CA_BUNDLE, progress="quiet")
     assert (again.digest, again.built_at) == (rehearsal_image.digest, rehearsal_image.built_at)
     assert "rehearsal: up to date" in capsys.readouterr().err
+
+
+def test_pip_installs_into_the_environment(rehearsal_image):
+    """Issue 9: `pip` in a task must be the environment's (uv makes venvs without pip; the system pip is
+    another Python's and PEP 668 refuses it)."""
+    for shell in ("bash -lc", "bash -c"):
+        out = subprocess.run(["docker", "run", "--rm", rehearsal_image.ref, *shell.split(), "pip --version; pip3 --version"],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.strip().splitlines()
+        assert len(lines) == 2 and all("from /opt/skyrl/venv/lib/" in line for line in lines), out.stdout
+    # A dry run resolves into the env without touching the network (ray is already there).
+    dry = run_in(rehearsal_image.ref, "pip install --no-index --dry-run ray && python -c 'import sys; print(sys.prefix)'")
+    assert "Requirement already satisfied: ray" in dry and dry.strip().endswith("/opt/skyrl/venv")
+
+
+def test_image_config_has_no_entrypoint_and_a_driver_only_library_path(rehearsal_image):
+    """The CUDA base's ENTRYPOINT is reset and its LD_LIBRARY_PATH replaced by the driver mount points only,
+    so no CUDA toolkit directory can shadow the libraries torch's wheels pin (the GPU tier reports them).
+    (The Debian base has no ENTRYPOINT of its own: the reset itself is proven on the CUDA targets' shared stage.)"""
+    out = subprocess.run(["docker", "image", "inspect", rehearsal_image.ref, "--format", "{{json .Config}}"],
+                         capture_output=True, text=True, check=True).stdout
+    config = json.loads(out)
+    assert not config.get("Entrypoint")
+    assert config["Cmd"] == ["/bin/bash"]
+    env = dict(item.split("=", 1) for item in config["Env"])
+    assert env["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib:/usr/local/nvidia/lib64"
+    assert "cuda" not in run_in(rehearsal_image.ref, "echo $LD_LIBRARY_PATH")

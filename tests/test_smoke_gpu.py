@@ -11,7 +11,8 @@ import math
 import pytest
 import torch
 
-from skyrl_stack.smoke import gpu
+from skyrl_stack.pins import load_pins
+from skyrl_stack.smoke import cuda, gpu
 from skyrl_stack.smoke.suite import Context, Fail, Skip
 
 
@@ -70,8 +71,56 @@ def test_all_reduce_hang_is_timed_out_and_processes_killed():
 def test_nvidia_smi_and_driver_parsing():
     rows = gpu.parse_nvidia_smi("0, NVIDIA H200, 570.124.06, 143771 MiB\n1, NVIDIA H200, 570.124.06, 143771 MiB\n")
     assert [r["name"] for r in rows] == ["NVIDIA H200", "NVIDIA H200"] and rows[0]["driver"] == "570.124.06"
-    assert gpu.driver_ok("570.124.06") and gpu.driver_ok("580.65.06")
-    assert not gpu.driver_ok("550.54.15") and not gpu.driver_ok("570.10")
+
+
+# CUDA minor-version compatibility, from NVIDIA's CUDA 12.8 release notes (Tables 2 and 3, cited in gpu.py):
+# a CUDA 12.x build runs on >= 525.60.13; 12.8's own driver is >= 570.26.
+@pytest.mark.parametrize("driver, usable, start", [
+    ("570.124.06", True, "driver 570.124.06 >= 570.26 (full CUDA 12.8 support)"),
+    ("580.65.06", True, "driver 580.65.06 >= 570.26"),
+    ("570.26", True, "driver 570.26 >= 570.26"),
+    ("535.183.01", True, "WARNING: driver 535.183.01 < 570.26"),  # SkyPilot's default AWS GPU image (skypilot#9406)
+    ("525.60.13", True, "WARNING: driver 525.60.13 < 570.26"),
+    ("525.60.12", False, "driver 525.60.12 is too old for CUDA 12.8: needs >= 525.60.13"),
+    ("470.82.01", False, "driver 470.82.01 is too old"),
+])
+def test_driver_follows_cuda_minor_version_compatibility(driver, usable, start):
+    verdict = gpu.driver_verdict(driver, "12.8")
+    assert verdict[0] is usable and verdict[1].startswith(start), verdict
+
+
+def test_driver_check_uses_the_pinned_cuda(monkeypatch):
+    """The requirement comes from [base] cuda; a CUDA with no known requirement fails naming the pin."""
+    ctx = Context(host=True, gpus="all", pins=load_pins())
+    ctx.cache["nvidia_smi"] = [{"driver": "535.183.01"}]
+    assert gpu.check_driver(ctx).startswith("WARNING: driver 535.183.01 < 570.26 (CUDA 12.8's own driver)")
+    ctx.cache["nvidia_smi"] = [{"driver": "520.61.05"}]
+    with pytest.raises(Fail, match="too old for CUDA 12.8"):
+        gpu.check_driver(ctx)
+    with pytest.raises(Fail, match=r"no driver requirement known for CUDA 13.0 \(\[base\] cuda\)"):
+        gpu.driver_verdict("580.65.06", "13.0")
+
+
+MAPS = """\
+7f0000000000-7f0000001000 r-xp 00000000 00:1f 1 /opt/skyrl/venv/lib/python3.12/site-packages/nvidia/cublas/lib/libcublas.so.12
+7f0000002000-7f0000003000 r--p 00000000 00:1f 2 /opt/skyrl/venv/lib/python3.12/site-packages/nvidia/cuda_runtime/lib/libcudart.so.12
+7f0000004000-7f0000005000 r-xp 00000000 00:1f 3 /usr/local/cuda/lib64/libcublasLt.so.12.8.4.1
+7f0000006000-7f0000007000 r-xp 00000000 00:1f 4 /usr/lib/x86_64-linux-gnu/libcuda.so.570.124.06
+7f0000008000-7f0000009000 r-xp 00000000 00:1f 5 /usr/lib/x86_64-linux-gnu/libc.so.6
+"""
+
+
+def test_loaded_cuda_libraries_are_reported_and_a_toolkit_copy_is_caught():
+    loaded = cuda.loaded_cuda_libraries(MAPS)
+    assert list(loaded) == ["libcublas.so.12", "libcublasLt.so.12.8.4.1", "libcudart.so.12"]  # not the driver, not libc
+    assert cuda.foreign_libraries(loaded, "/opt/skyrl/venv/lib/python3.12/site-packages") == {
+        "libcublasLt.so.12.8.4.1": "/usr/local/cuda/lib64/libcublasLt.so.12.8.4.1"}
+
+
+def test_torch_libraries_check_skips_a_cpu_build():
+    assert torch.version.cuda is None, "this test needs the CPU build of torch (the dev environment's)"
+    with pytest.raises(Skip, match="CPU-only build"):
+        cuda.check_torch_libraries(Context(host=True, gpus="all"))
 
 
 def test_gpu_checks_skip_without_a_gpu(monkeypatch):

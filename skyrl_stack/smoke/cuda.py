@@ -36,6 +36,51 @@ def check_torch_cuda(ctx) -> str:
     return f"torch {torch.__version__}, CUDA {actual}"
 
 
+# The CUDA libraries torch's wheel pins (nvidia-*-cu12 packages under site-packages/nvidia/).
+_CUDA_LIBRARY = re.compile(
+    r"(/\S*/(lib(?:cudart|cublas|cublasLt|cudnn\w*|nccl|cusparse|cusparseLt|cufft|curand|cusolver|nvrtc|"
+    r"nvJitLink|cupti|nvToolsExt)\.so[.\d]*))$"
+)
+
+
+def loaded_cuda_libraries(maps: str) -> dict[str, str]:
+    """Library file name -> path of each CUDA library mapped into this process (/proc/self/maps text)."""
+    found = {}
+    for line in maps.splitlines():
+        match = _CUDA_LIBRARY.search(line.strip())
+        if match:
+            found[match.group(2)] = match.group(1)
+    return dict(sorted(found.items()))
+
+
+def foreign_libraries(loaded: dict[str, str], site_packages: str) -> dict[str, str]:
+    """Those not from a pip wheel in this environment (e.g. /usr/local/cuda/lib64 through LD_LIBRARY_PATH)."""
+    return {name: path for name, path in loaded.items() if not path.startswith(site_packages.rstrip("/") + "/")}
+
+
+def check_torch_libraries(ctx) -> str:
+    """Which CUDA libraries torch loaded: they must be the ones its wheel pins, not a CUDA toolkit's.
+
+    A CUDA build of torch maps cudart, cuBLAS, cuDNN, NCCL... when imported (no
+    GPU needed); the dynamic loader takes LD_LIBRARY_PATH before torch's RPATH,
+    so a toolkit directory there would silently swap in other builds.
+    """
+    torch = import_torch(ctx)
+    if torch.version.cuda is None:
+        raise Skip(f"torch {torch.__version__} is a CPU-only build")
+    site_packages = os.path.dirname(os.path.dirname(torch.__file__))
+    with open("/proc/self/maps") as maps:
+        loaded = loaded_cuda_libraries(maps.read())
+    if not loaded:
+        raise Fail(f"torch {torch.__version__} (CUDA {torch.version.cuda}) loaded no CUDA library")
+    foreign = foreign_libraries(loaded, site_packages)
+    if foreign:
+        shown = ", ".join(f"{name} from {os.path.dirname(path)}" for name, path in foreign.items())
+        raise Fail(f"torch loaded CUDA libraries not from its wheels: {shown} "
+                   f"(LD_LIBRARY_PATH={os.environ.get('LD_LIBRARY_PATH', '')})")
+    return f"{len(loaded)} CUDA libraries from {site_packages}/nvidia etc.: {', '.join(loaded)}"
+
+
 def nvcc_release(output: str) -> str | None:
     """'Cuda compilation tools, release 12.8, V12.8.93' -> '12.8'."""
     match = re.search(r"release (\d+\.\d+)", output)
@@ -81,6 +126,7 @@ def check_libnuma(ctx) -> str:
 
 CHECKS = [
     Check("cuda.torch-cuda", check_torch_cuda),
+    Check("cuda.torch-libraries", check_torch_libraries),
     Check("cuda.nvcc", check_nvcc),
     Check("cuda.libnuma", check_libnuma),
 ]

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+from skyrl_stack.lock_check import public_version
 from skyrl_stack.smoke.suite import Check, Fail, Skip
 
 # What SkyPilot apt-installs at container start (sky/provision/docker_utils.py);
@@ -31,11 +32,6 @@ HOOK_VAR = "RAY_RUNTIME_ENV_HOOK"
 def image_only(ctx) -> None:
     if ctx.host:
         raise Skip("checks the image, not this host (--host)")
-
-
-def public_version(version: str) -> str:
-    """'2.7.1+cu128' -> '2.7.1': the local label names the build, the pin names the release."""
-    return version.split("+", 1)[0]
 
 
 def installed_version(name: str) -> str | None:

@@ -14,11 +14,19 @@ import socket
 import subprocess
 import time
 
-from skyrl_stack.smoke.cuda import import_torch
+from skyrl_stack.smoke.cuda import import_torch, wanted_cuda
 from skyrl_stack.smoke.suite import Check, Fail, Skip, last_line
 
-# CUDA 12.8 needs an R570 driver (NVIDIA's CUDA 12.8 release notes: >= 570.26 on Linux).
-MIN_DRIVER = (570, 26)
+# Which driver a CUDA release needs, from NVIDIA's CUDA Toolkit release notes
+# (https://docs.nvidia.com/cuda/archive/12.8.0/cuda-toolkit-release-notes/,
+# "CUDA Driver"): Table 3 gives the driver each toolkit release ships with and
+# is fully supported on (CUDA 12.8 GA: >= 570.26 on Linux x86_64); Table 2
+# gives the minimum driver for CUDA minor-version compatibility (any CUDA 12.x
+# application runs on >= 525.60.13 on Linux, without PTX JIT of newer PTX and
+# without features that need a newer driver). So torch cu128 runs on
+# SkyPilot's default AWS GPU image (driver 535, skypilot#9406), with a warning.
+FULL_COMPAT_DRIVER = {"12.8": (570, 26)}
+MINOR_COMPAT_DRIVER = {"12": (525, 60, 13)}
 # bf16 keeps 8 bits of mantissa: a 1024-long dot product of rounded inputs lands
 # within ~0.4% of the fp32 result; a broken kernel or bad memory is far off.
 MATMUL_TOLERANCE = 1e-2
@@ -36,9 +44,35 @@ def parse_nvidia_smi(output: str) -> list[dict]:
     return gpus
 
 
-def driver_ok(version: str, minimum: tuple[int, int] = MIN_DRIVER) -> bool:
-    numbers = tuple(int(n) for n in re.findall(r"\d+", version)[:2])
-    return numbers >= minimum
+def driver_tuple(version: str) -> tuple[int, ...]:
+    """'570.124.06' -> (570, 124, 6)."""
+    return tuple(int(n) for n in re.findall(r"\d+", version)[:3])
+
+
+def dotted(numbers: tuple[int, ...]) -> str:
+    return ".".join(f"{n:02d}" if i == 2 else str(n) for i, n in enumerate(numbers))
+
+
+def driver_requirement(cuda: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(minimum, full-compatibility) driver for a CUDA 'major.minor'; Fail for one not in the tables."""
+    major = cuda.split(".", 1)[0]
+    if cuda not in FULL_COMPAT_DRIVER or major not in MINOR_COMPAT_DRIVER:
+        raise Fail(f"no driver requirement known for CUDA {cuda} ([base] cuda): add it to FULL_COMPAT_DRIVER "
+                   "and MINOR_COMPAT_DRIVER in skyrl_stack/smoke/gpu.py from NVIDIA's CUDA release notes")
+    return MINOR_COMPAT_DRIVER[major], FULL_COMPAT_DRIVER[cuda]
+
+
+def driver_verdict(driver: str, cuda: str) -> tuple[bool, str]:
+    """(usable, one-line detail): Fail-worthy below the minor-version minimum, a warning below full compatibility."""
+    minimum, full = driver_requirement(cuda)
+    version = driver_tuple(driver)
+    if version < minimum:
+        return False, (f"driver {driver} is too old for CUDA {cuda}: needs >= {dotted(minimum)} "
+                       f"(minor-version compatibility), >= {dotted(full)} for full support")
+    if version < full:
+        return True, (f"WARNING: driver {driver} < {dotted(full)} (CUDA {cuda}'s own driver): runs by CUDA "
+                      f"minor-version compatibility (>= {dotted(minimum)}); no JIT of newer PTX, some features need an upgrade")
+    return True, f"driver {driver} >= {dotted(full)} (full CUDA {cuda} support)"
 
 
 def check_nvidia_smi(ctx) -> str:
@@ -64,9 +98,10 @@ def check_nvidia_smi(ctx) -> str:
 
 def check_driver(ctx) -> str:
     driver = ctx.cache["nvidia_smi"][0]["driver"]
-    if not driver_ok(driver):
-        raise Fail(f"driver {driver} is too old for CUDA 12.8 (needs >= {MIN_DRIVER[0]}.{MIN_DRIVER[1]})")
-    return f"driver {driver} >= {MIN_DRIVER[0]}.{MIN_DRIVER[1]}"
+    usable, detail = driver_verdict(driver, wanted_cuda(ctx))
+    if not usable:
+        raise Fail(detail)
+    return detail
 
 
 def check_count(ctx) -> str:
