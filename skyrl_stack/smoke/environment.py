@@ -58,11 +58,20 @@ def check_manifest(ctx) -> str:
             raise Skip(f"no manifest on this host ({ctx.manifest_error})")
         raise Fail(f"no manifest: {ctx.manifest_error}")
     manifest = ctx.manifest
+    # The variant and pins digest to hold the manifest against come from outside
+    # the image (`invoke smoke` passes --variant and --expect-pins-digest from the
+    # host's build record and pins.toml); judged only by the image's own files,
+    # a container run would compare the manifest with itself.
     if ctx.variant is not None and manifest.get("variant") != ctx.variant.name:
         raise Fail(f"manifest is for variant {manifest.get('variant')!r}, checking {ctx.variant.name!r}")
+    if ctx.expected_pins_digest and manifest.get("pins_digest") != ctx.expected_pins_digest:
+        raise Fail(f"manifest pins {manifest.get('pins_digest')} differ from the {ctx.expected_pins_digest} "
+                   "the host expects (its build record and pins.toml)")
     if ctx.pins is not None and manifest.get("pins_digest") != ctx.pins.digest():
         raise Fail(f"manifest pins {manifest.get('pins_digest')} differ from the image's pins.toml {ctx.pins.digest()}")
-    return f"variant {manifest.get('variant')}, pins {manifest.get('pins_digest')}, {len(manifest.get('packages', {}))} packages"
+    against = "as the host expects" if ctx.expected_pins_digest else "unchecked by the host"
+    return (f"variant {manifest.get('variant')}, pins {manifest.get('pins_digest')} ({against}), "
+            f"{len(manifest.get('packages', {}))} packages")
 
 
 def check_pinned_packages(ctx) -> str:

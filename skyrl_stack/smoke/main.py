@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpus", type=parse_gpus, default="all", help="all (whatever is visible), none, or the count expected")
     parser.add_argument("--report", type=Path, help="write smoke.json, junit.xml and summary.txt to this directory")
     parser.add_argument("--variant", help="variant to check against (default: the image manifest's)")
+    parser.add_argument("--expect-pins-digest", metavar="DIGEST",
+                        help="pins digest the caller expects the image to hold (`invoke smoke` passes its build record's)")
     parser.add_argument("--host", action="store_true", help="running on a machine, not in our image: image-only checks are skipped")
     parser.add_argument("--manifest", type=Path, default=MANIFEST_PATH, help=argparse.SUPPRESS)
     parser.add_argument("--overrides-file", type=Path,
@@ -52,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_context(args) -> Context:
     """Pins, variant and manifest as far as this machine has them; a host may have none."""
-    ctx = Context(host=args.host, gpus=args.gpus)
+    ctx = Context(host=args.host, gpus=args.gpus, expected_pins_digest=args.expect_pins_digest)
     try:
         from skyrl_stack.pins import load_pins
 

@@ -68,6 +68,9 @@ class Context:
     variant: object | None = None  # skyrl_stack.pins.Variant, when known
     manifest: dict | None = None
     manifest_error: str | None = None  # why there is no manifest
+    # What the host running `invoke smoke` expects the image to hold (its build
+    # record / pins.toml); None where nobody outside the image said.
+    expected_pins_digest: str | None = None
     overrides: list[str] | None = None  # Hydra overrides of the training command
     results: dict[str, Result] = field(default_factory=dict)
     cache: dict = field(default_factory=dict)  # facts one check finds and later ones reuse
