@@ -19,7 +19,7 @@ from pathlib import Path
 from skyrl_stack.errors import StackError
 from skyrl_stack.pins import load_pins
 from skyrl_stack.records import load_build_record, write_text_atomic
-from skyrl_stack.refs import image_digest, is_ecr
+from skyrl_stack.refs import is_ecr, parse_reference
 from skyrl_stack.task_spec import (
     LOCAL,
     BUCKET_MOUNT,
@@ -82,12 +82,14 @@ def build_spec(
     sets = parse_sets(sets)
     if not var.has_skyrl and sets:
         raise StackError(f"--set is for the training command; variant {variant!r} has none", hint="use --variant vllm or sglang")
+    given_image = image is not None
     if registry == "ecr":
         image = ecr_image(variant, image)
     elif image is None:
         record = load_build_record(variant)
         image = record.pushed_ref or record.ref
-    if not ("@" in image and image_digest(image)) and not allow_tag:
+    reference = parse_reference(image, what="--image" if given_image else "image")
+    if reference.digest is None and not allow_tag:
         raise StackError(
             f"image {image!r} is not pinned by digest",
             hint="use REPO@sha256:<digest> (invoke build/push record it), or pass --allow-tag to accept a moving tag",
@@ -135,22 +137,17 @@ def build_spec(
     return apply_spec_sets(spec) if var.has_skyrl else spec
 
 
-def _repository_of(reference: str) -> str:
-    """'host/repo@sha256:..' or 'host:5000/repo:tag' -> the repository part."""
-    name = reference.split("@", 1)[0]
-    head, slash, last = name.rpartition("/")
-    return f"{head}{slash}{last.split(':', 1)[0]}"
-
-
 def ecr_image(variant: str, image: str | None) -> str:
     """The image for --registry ecr: inside the registry stack's repository, pushed there."""
     from skyrl_stack.aws_stack import ecr_repository_uri
 
     repository = ecr_repository_uri()  # StackError with the infra.up hint when no stack is recorded
+    given = image is not None
     if image is None:
         image = load_build_record(variant).pushed_ref
-    if not image or _repository_of(image) != repository:
-        where = f"it was pushed to {_repository_of(image)}" if image else "it was not pushed"
+    pushed_to = parse_reference(image, what="--image" if given else "image").repository if image else None
+    if pushed_to != repository:
+        where = f"it was pushed to {pushed_to}" if image else "it was not pushed"
         raise StackError(
             f"the {variant} image is not in the ECR repository {repository} ({where})",
             hint=f"push it first: invoke push --variant {variant} --registry ecr",
