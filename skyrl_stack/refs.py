@@ -112,7 +112,7 @@ def check_digest(digest: str, where: str = "") -> str:
     `where` ("in image reference '...'") says where the digest came from.
     """
     what = f"digest {digest!r}{' ' + where if where else ''}"
-    match = _DIGEST_RE.match(digest or "")
+    match = _DIGEST_RE.fullmatch(digest or "")
     if not match:
         raise ReferenceError(f"malformed {what}: not ALGORITHM:HEX (at least 32 hex digits)",
                              hint="a digest looks like sha256:<64 lower-case hex digits>")
@@ -135,16 +135,16 @@ def parse_reference(text: str, what: str = "image reference") -> ImageRef:
     if value != value.strip() or any(ch.isspace() or not ch.isprintable() for ch in value):
         raise ReferenceError(f"malformed {what} {value!r}: it contains whitespace or control characters",
                              hint=_REFERENCE_HINT)
-    if _IDENTIFIER_RE.match(value):
+    if _IDENTIFIER_RE.fullmatch(value):
         raise ReferenceError(f"malformed {what} {value!r}: a bare 64-hex string is an image id, not a name",
                              hint=_REFERENCE_HINT)
     name, tag, digest = _split_name(value)
     domain, path = split_domain(name)
-    if domain is not None and not _DOMAIN_RE.match(domain):
+    if domain is not None and not _DOMAIN_RE.fullmatch(domain):
         raise ReferenceError(f"malformed {what} {value!r}: {domain!r} is not a registry host[:port]", hint=_REFERENCE_HINT)
-    if path != path.lower() and _PATH_RE.match(path.lower()):
+    if path != path.lower() and _PATH_RE.fullmatch(path.lower()):
         raise ReferenceError(f"malformed {what} {value!r}: repository names must be lowercase", hint=_REFERENCE_HINT)
-    if not _PATH_RE.match(path):
+    if not _PATH_RE.fullmatch(path):
         raise ReferenceError(
             f"malformed {what} {value!r}: {path!r} is not a repository path (lowercase letters and digits, "
             "separated by '.', '_', '__', '-' or '/')",
@@ -153,7 +153,7 @@ def parse_reference(text: str, what: str = "image reference") -> ImageRef:
     if len(path) > PATH_MAX:
         raise ReferenceError(f"malformed {what} {value!r}: the repository path is over {PATH_MAX} characters",
                              hint=_REFERENCE_HINT)
-    if tag is not None and not _TAG_RE.match(tag):
+    if tag is not None and not _TAG_RE.fullmatch(tag):
         raise ReferenceError(
             f"malformed {what} {value!r}: tag {tag!r} is not 1-128 characters of letters, digits, '_', '.', '-' "
             "(not starting with '.' or '-')",
@@ -177,7 +177,7 @@ def validate_repository(repository: str, what: str = "image repository") -> str:
 
 
 def validate_tag(tag: str) -> str:
-    if not isinstance(tag, str) or not _TAG_RE.match(tag):
+    if not isinstance(tag, str) or not _TAG_RE.fullmatch(tag):
         raise ReferenceError(
             f"malformed image tag {tag!r}",
             hint="tags are 1-128 characters of letters, digits, '_', '.' and '-', not starting with '.' or '-'",

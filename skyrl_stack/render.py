@@ -31,6 +31,7 @@ from skyrl_stack.task_spec import (
     parse_nodes,
     parse_registry_login,
     parse_sets,
+    refuse_control_characters,
     training_overrides,
 )
 
@@ -68,6 +69,11 @@ def build_spec(
     registry="ecr": the image is the build's push to the registry stack's ECR
     repository (`invoke infra.up`), refused when it was not pushed there.
     """
+    options = {"--variant": variant, "--cloud": cloud, "--gpus": gpus, "--nodes": nodes, "--memory": memory,
+               "--disk-size": disk_size, "--bucket": bucket, "--image": image, "--registry-login": registry_login,
+               "--pull-secret": pull_secret, "--logger": logger, "--registry": registry}
+    for option, value in [*options.items(), *(("--set", item) for item in sets or ())]:
+        refuse_control_characters(option, value)
     pins = load_pins()
     var = pins.variant(variant)
     cloud_name, region = parse_cloud(cloud)
@@ -267,7 +273,24 @@ def header(spec: TaskSpec, command: str) -> str:
         lines.append(f"# Registry password: read from ${spec.registry_login.password_env} at launch (--secret SKYPILOT_DOCKER_PASSWORD).")
     elif spec.registry_login:
         lines.append(f"# Registry login: {spec.registry_login.server} through the node's IAM role (empty SKYPILOT_DOCKER_PASSWORD).")
-    return "\n".join(lines) + "\n"
+    return comment_lines(lines)
+
+
+def comment_lines(lines) -> str:
+    """YAML comment lines, whatever text they carry: every header line goes through here.
+
+    A comment ends at a line break, and YAML (PyYAML's reader, YAML 1.1) counts
+    \\n, \\r, \\x85, \\u2028 and \\u2029 as breaks and refuses other control
+    characters anywhere in the stream. So each character that is not printable
+    (str.isprintable) is written as its Python escape (\\n, \\x1b, \\u2028): the
+    value stays readable, and nothing in it can end the comment and become YAML.
+    A line without a leading '#' gets one.
+    """
+    out = []
+    for line in lines:
+        text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(line))
+        out.append(text if text.startswith("#") else f"# {text}")
+    return "\n".join(out) + "\n"
 
 
 _SECTION_NOTES = {
@@ -293,7 +316,7 @@ def to_yaml(config: dict, head: str) -> str:
     parts = [head]
     for key, value in config.items():
         if key in _SECTION_NOTES:
-            parts.append(f"\n# {_SECTION_NOTES[key]}\n")
+            parts.append("\n" + comment_lines([_SECTION_NOTES[key]]))
         parts.append(yaml.dump({key: value}, Dumper=Dumper, sort_keys=False, width=120))
     return "".join(parts)
 
@@ -371,10 +394,10 @@ EXAMPLES_COMMAND = "python -m skyrl_stack.render --examples"
 
 def render_example(variant: str) -> str:
     spec = build_spec(variant, cloud="aws", nodes=1, image=EXAMPLE_IMAGE)
-    note = (
-        "# PLACEHOLDER: the image digest below is all zeros. Do not launch this file;\n"
-        "# run `invoke render` for a YAML with your build's real digest.\n"
-    )
+    note = comment_lines([
+        "# PLACEHOLDER: the image digest below is all zeros. Do not launch this file;",
+        "# run `invoke render` for a YAML with your build's real digest.",
+    ])
     return note + to_yaml(task_config(spec), header(spec, EXAMPLES_COMMAND))
 
 

@@ -82,6 +82,24 @@ class TaskSpec:
         return f"{self.cloud}/{self.region}" if self.region else self.cloud
 
 
+def refuse_control_characters(option: str, value) -> None:
+    """Option values are data: one that holds a line break, tab, escape or other
+    non-printable character (Python's str.isprintable: Unicode categories C* and
+    Z* except ' ') is refused before it can reach the YAML, a shell or a log line.
+
+    A line break in particular would end the rendered file's header comment and
+    turn the rest of the value into YAML (a `setup:` SkyPilot runs on every node).
+    """
+    if not isinstance(value, str):
+        return
+    bad = next((ch for ch in value if not ch.isprintable()), None)
+    if bad is not None:
+        raise StackError(
+            f"bad {option} {value!r}: it contains the control character U+{ord(bad):04X}",
+            hint="type the value again without line breaks, tabs or other control characters (a paste can carry them)",
+        )
+
+
 def parse_cloud(value: str) -> tuple[str, str | None]:
     """'aws' | 'aws/us-east-1' | 'k8s/my-context' | 'local' -> (cloud, region)."""
     name, _, region = (value or "").strip().partition("/")
