@@ -12,6 +12,7 @@ import copy
 import os
 import re
 import shlex
+import sys
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +28,9 @@ from skyrl_stack.task_spec import (
     TaskSpec,
     apply_spec_sets,
     parse_cloud,
+    parse_disk_size,
     parse_gpus,
+    parse_memory,
     parse_nodes,
     parse_registry_login,
     parse_sets,
@@ -100,15 +103,8 @@ def build_spec(
             f"image {image!r} is not pinned by digest",
             hint="use REPO@sha256:<digest> (invoke build/push record it), or pass --allow-tag to accept a moving tag",
         )
-    try:
-        disk = int(disk_size) if disk_size not in (None, "") else 256
-    except ValueError:
-        disk = 0
-    if disk < MIN_DISK_GB[var.gpu]:
-        raise StackError(
-            f"bad --disk-size {disk_size!r}: the {variant} image needs at least {MIN_DISK_GB[var.gpu]} GB",
-            hint="leave it out for SkyPilot's default of 256 GB",
-        )
+    disk = parse_disk_size(disk_size, MIN_DISK_GB[var.gpu], variant)
+    memory = parse_memory(memory)
     if bucket and not re.match(r"^(s3|gs|r2|cos|oci|https)://[^/\s]+", bucket):
         raise StackError(f"bad --bucket {bucket!r}", hint="use s3://BUCKET[/path] or gs://BUCKET[/path]")
     if registry_login is None and is_ecr(image) and cloud_name != "kubernetes":
@@ -364,6 +360,17 @@ def _validate(config: dict) -> None:
         raise StackError(f"SkyPilot rejects the task: {message}", hint="fix the option named above and render again") from None
 
 
+def check_gpus(spec: TaskSpec) -> None:
+    """The accelerator name against SkyPilot's catalog where it is on this machine, else a warning line."""
+    if not spec.gpus or spec.cloud == LOCAL:  # a local cluster uses this machine's GPUs, whatever their name
+        return
+    from skyrl_stack.accelerators import check_accelerator
+
+    warning = check_accelerator(parse_gpus(spec.gpus)[0], spec.cloud)
+    if warning:
+        print(warning, file=sys.stderr)
+
+
 def default_out(spec: TaskSpec) -> Path:
     where = spec.cloud or "any"
     return SKYPILOT_DIR / f"{spec.variant}-{where}-{spec.nodes}n.yaml"
@@ -376,6 +383,7 @@ def render(spec: TaskSpec, out: Path | None = None, command: str = "invoke rende
     config = task_config(spec)
     text = to_yaml(config, header(spec, command))
     if check:
+        check_gpus(spec)
         validate(yaml.safe_load(text))
     out = Path(out) if out else default_out(spec)
     write_text_atomic(out, text)
