@@ -266,8 +266,16 @@ def cached_outputs(region: str | None = None) -> dict:
 
 
 def ecr_repository_uri(region: str | None = None) -> str:
-    """The ECR repository URI from the stack's recorded outputs (push/render --registry ecr)."""
-    return cached_outputs(region)["outputs"]["RepositoryUri"]
+    """The ECR repository URI from the stack's recorded outputs (push/render --registry ecr).
+
+    Checked by the reference grammar: the file is state on disk, and what it
+    holds ends up in the task's image_id.
+    """
+    uri = cached_outputs(region)["outputs"].get("RepositoryUri")
+    try:
+        return validate_repository(uri, what="RepositoryUri in the registry stack's outputs")
+    except StackError as exc:
+        raise StackError(exc.message, hint="refresh the recorded outputs: invoke infra.outputs --cloud aws") from None
 
 
 def instance_profile(region: str | None = None) -> str:

@@ -14,7 +14,7 @@ import sys
 from skyrl_stack.cli import step
 from skyrl_stack.errors import StackError
 from skyrl_stack.render import for_local, render, task_config
-from skyrl_stack.task_spec import LOCAL, TaskSpec, parse_whole_number
+from skyrl_stack.task_spec import LOCAL, TaskSpec, parse_whole_number, refuse_control_characters
 
 # Registries a cloud node cannot pull from.
 _LOCAL_REGISTRY = re.compile(r"^(127\.0\.0\.1|localhost|0\.0\.0\.0)(:\d+)?/")
@@ -44,6 +44,7 @@ def launch(
     confirm: show SkyPilot's plan (instance type, hourly price) and ask before
     launching, as `sky launch` does (`invoke launch` without --yes).
     """
+    refuse_control_characters("--cluster", cluster)
     autostop = parse_autostop(autostop)
     if spec.cloud == LOCAL:
         # The local cluster runs in the foreground and is always removed at the
@@ -273,6 +274,7 @@ def parse_env(values) -> dict:
     """['KEY=VALUE', ...] -> {KEY: VALUE} for --env."""
     result = {}
     for item in values or ():
+        refuse_control_characters("--env", item)
         key, sep, value = item.partition("=")
         if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
             raise StackError(f"bad --env {item!r}", hint="use KEY=VALUE, e.g. --env SKYRL_RAY_JOIN_TIMEOUT=60")

@@ -21,6 +21,10 @@ from skyrl_stack.cli import step
 from skyrl_stack.errors import StackError
 
 LABEL = "skyrl-stack.local-cluster"
+# Memory the engine must have per local node. Measured: a rehearsal node with
+# its Ray head up and idle takes ~240 MiB (docker stats); the job's Ray tasks
+# and the smoke-sized model take more, so a node is budgeted 1 GiB.
+NODE_MEMORY_BYTES = 2**30
 
 
 @dataclass
@@ -176,6 +180,7 @@ def run(job: LocalRun, stream=None, worker_grace: float = 10.0) -> int:
     if job.nodes < 1:
         raise StackError(f"bad --nodes {job.nodes}", hint="use 1 or more nodes")
     docker = client()
+    check_capacity(docker, job.nodes)
     try:
         docker.images.get(job.image)
     except ImageNotFound:
@@ -241,6 +246,23 @@ def run(job: LocalRun, stream=None, worker_grace: float = 10.0) -> int:
                 network.remove()
             except DockerException:
                 pass
+
+
+def max_local_nodes(docker) -> int:
+    """How many nodes this engine can host: its memory over NODE_MEMORY_BYTES (at least 1)."""
+    return max(1, int(docker.info()["MemTotal"]) // NODE_MEMORY_BYTES)
+
+
+def check_capacity(docker, nodes: int) -> None:
+    """Refuse, before any container exists, a cluster the engine cannot hold in memory."""
+    capacity = max_local_nodes(docker)
+    if nodes > capacity:
+        memory = int(docker.info()["MemTotal"]) / 2**30
+        raise StackError(
+            f"--nodes {nodes} is more than this Docker engine can host: {capacity} node(s) "
+            f"({memory:.1f} GiB at {NODE_MEMORY_BYTES / 2**30:.0f} GiB per node)",
+            hint=f"use --nodes {capacity} or fewer locally; larger clusters go to a cloud (--cloud aws ...)",
+        )
 
 
 def cleanup_leftovers() -> int:

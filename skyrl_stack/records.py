@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from skyrl_stack.errors import StackError
+from skyrl_stack.refs import check_digest, parse_reference, validate_repository
 
 
 def project_root() -> Path:
@@ -91,9 +92,22 @@ def load_build_record(variant: str) -> BuildRecord:
         )
     try:
         data = json.loads(path.read_text())
-        return BuildRecord(**data)
+        record = BuildRecord(**data)
     except (ValueError, TypeError) as exc:
         raise StackError(
             f"build record {path} is unreadable: {exc}",
             hint=f"rebuild it: invoke build --variant {variant}",
         ) from exc
+    _check_references(record, path)
+    return record
+
+
+def _check_references(record: BuildRecord, path: Path) -> None:
+    """The record's references go into tags, pushes and image_id: check them by the grammar on the way in."""
+    try:
+        validate_repository(record.repository, what=f"repository in {path}")
+        check_digest(record.digest, where=f"in {path}")
+        if record.pushed_ref:
+            parse_reference(record.pushed_ref, what=f"pushed reference in {path}")
+    except StackError as exc:
+        raise StackError(exc.message, hint=f"rebuild it: invoke build --variant {record.variant}") from None

@@ -12,6 +12,7 @@ import copy
 import os
 import re
 import shlex
+import sys
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +21,7 @@ from skyrl_stack import cloud_features
 from skyrl_stack.errors import StackError
 from skyrl_stack.pins import load_pins
 from skyrl_stack.records import load_build_record, write_text_atomic
-from skyrl_stack.refs import image_digest, is_ecr
+from skyrl_stack.refs import is_ecr, parse_reference
 from skyrl_stack.task_spec import (
     LOCAL,
     BUCKET_MOUNT,
@@ -28,10 +29,13 @@ from skyrl_stack.task_spec import (
     TaskSpec,
     apply_spec_sets,
     parse_cloud,
+    parse_disk_size,
     parse_gpus,
+    parse_memory,
     parse_nodes,
     parse_registry_login,
     parse_sets,
+    refuse_control_characters,
     training_overrides,
 )
 
@@ -74,6 +78,11 @@ def build_spec(
     registry="ecr": the image is the build's push to the registry stack's ECR
     repository (`invoke infra.up`), refused when it was not pushed there.
     """
+    options = {"--variant": variant, "--cloud": cloud, "--gpus": gpus, "--nodes": nodes, "--memory": memory,
+               "--disk-size": disk_size, "--bucket": bucket, "--image": image, "--registry-login": registry_login,
+               "--pull-secret": pull_secret, "--logger": logger, "--registry": registry}
+    for option, value in [*options.items(), *(("--set", item) for item in sets or ())]:
+        refuse_control_characters(option, value)
     pins = load_pins()
     var = pins.variant(variant)
     cloud_name, region = parse_cloud(cloud)
@@ -91,25 +100,20 @@ def build_spec(
                          hint="use --network-tier best (only with an image that carries the cloud's fabric userspace), or leave it out")
     if not var.has_skyrl and sets:
         raise StackError(f"--set is for the training command; variant {variant!r} has none", hint="use --variant vllm or sglang")
+    given_image = image is not None
     if registry == "ecr":
         image = ecr_image(variant, image)
     elif image is None:
         record = load_build_record(variant)
         image = record.pushed_ref or record.ref
-    if not ("@" in image and image_digest(image)) and not allow_tag:
+    reference = parse_reference(image, what="--image" if given_image else "image")
+    if reference.digest is None and not allow_tag:
         raise StackError(
             f"image {image!r} is not pinned by digest",
             hint="use REPO@sha256:<digest> (invoke build/push record it), or pass --allow-tag to accept a moving tag",
         )
-    try:
-        disk = int(disk_size) if disk_size not in (None, "") else 256
-    except ValueError:
-        disk = 0
-    if disk < MIN_DISK_GB[var.gpu]:
-        raise StackError(
-            f"bad --disk-size {disk_size!r}: the {variant} image needs at least {MIN_DISK_GB[var.gpu]} GB",
-            hint="leave it out for SkyPilot's default of 256 GB",
-        )
+    disk = parse_disk_size(disk_size, MIN_DISK_GB[var.gpu], variant)
+    memory = parse_memory(memory)
     if bucket and not re.match(r"^(s3|gs|r2|cos|oci|https)://[^/\s]+", bucket):
         raise StackError(f"bad --bucket {bucket!r}", hint="use s3://BUCKET[/path] or gs://BUCKET[/path]")
     if registry_login is None and is_ecr(image) and cloud_name != "kubernetes":
@@ -144,22 +148,17 @@ def build_spec(
     return apply_spec_sets(spec) if var.has_skyrl else spec
 
 
-def _repository_of(reference: str) -> str:
-    """'host/repo@sha256:..' or 'host:5000/repo:tag' -> the repository part."""
-    name = reference.split("@", 1)[0]
-    head, slash, last = name.rpartition("/")
-    return f"{head}{slash}{last.split(':', 1)[0]}"
-
-
 def ecr_image(variant: str, image: str | None) -> str:
     """The image for --registry ecr: inside the registry stack's repository, pushed there."""
     from skyrl_stack.aws_stack import ecr_repository_uri
 
     repository = ecr_repository_uri()  # StackError with the infra.up hint when no stack is recorded
+    given = image is not None
     if image is None:
         image = load_build_record(variant).pushed_ref
-    if not image or _repository_of(image) != repository:
-        where = f"it was pushed to {_repository_of(image)}" if image else "it was not pushed"
+    pushed_to = parse_reference(image, what="--image" if given else "image").repository if image else None
+    if pushed_to != repository:
+        where = f"it was pushed to {pushed_to}" if image else "it was not pushed"
         raise StackError(
             f"the {variant} image is not in the ECR repository {repository} ({where})",
             hint=f"push it first: invoke push --variant {variant} --registry ecr",
@@ -279,7 +278,24 @@ def header(spec: TaskSpec, command: str) -> str:
         lines.append(f"# Registry password: read from ${spec.registry_login.password_env} at launch (--secret SKYPILOT_DOCKER_PASSWORD).")
     elif spec.registry_login:
         lines.append(f"# Registry login: {spec.registry_login.server} through the node's IAM role (empty SKYPILOT_DOCKER_PASSWORD).")
-    return "\n".join(lines) + "\n"
+    return comment_lines(lines)
+
+
+def comment_lines(lines) -> str:
+    """YAML comment lines, whatever text they carry: every header line goes through here.
+
+    A comment ends at a line break, and YAML (PyYAML's reader, YAML 1.1) counts
+    \\n, \\r, \\x85, \\u2028 and \\u2029 as breaks and refuses other control
+    characters anywhere in the stream. So each character that is not printable
+    (str.isprintable) is written as its Python escape (\\n, \\x1b, \\u2028): the
+    value stays readable, and nothing in it can end the comment and become YAML.
+    A line without a leading '#' gets one.
+    """
+    out = []
+    for line in lines:
+        text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(line))
+        out.append(text if text.startswith("#") else f"# {text}")
+    return "\n".join(out) + "\n"
 
 
 _SECTION_NOTES = {
@@ -305,7 +321,7 @@ def to_yaml(config: dict, head: str) -> str:
     parts = [head]
     for key, value in config.items():
         if key in _SECTION_NOTES:
-            parts.append(f"\n# {_SECTION_NOTES[key]}\n")
+            parts.append("\n" + comment_lines([_SECTION_NOTES[key]]))
         parts.append(yaml.dump({key: value}, Dumper=Dumper, sort_keys=False, width=120))
     return "".join(parts)
 
@@ -354,6 +370,17 @@ def _validate(config: dict) -> None:
     cloud_features.check(task)
 
 
+def check_gpus(spec: TaskSpec) -> None:
+    """The accelerator name against SkyPilot's catalog where it is on this machine, else a warning line."""
+    if not spec.gpus or spec.cloud == LOCAL:  # a local cluster uses this machine's GPUs, whatever their name
+        return
+    from skyrl_stack.accelerators import check_accelerator
+
+    warning = check_accelerator(parse_gpus(spec.gpus)[0], spec.cloud)
+    if warning:
+        print(warning, file=sys.stderr)
+
+
 def default_out(spec: TaskSpec) -> Path:
     where = spec.cloud or "any"
     return SKYPILOT_DIR / f"{spec.variant}-{where}-{spec.nodes}n.yaml"
@@ -366,6 +393,7 @@ def render(spec: TaskSpec, out: Path | None = None, command: str = "invoke rende
     config = task_config(spec)
     text = to_yaml(config, header(spec, command))
     if check:
+        check_gpus(spec)
         validate(yaml.safe_load(text))
     out = Path(out) if out else default_out(spec)
     write_text_atomic(out, text)
@@ -384,10 +412,10 @@ EXAMPLES_COMMAND = "python -m skyrl_stack.render --examples"
 
 def render_example(variant: str) -> str:
     spec = build_spec(variant, cloud="aws", nodes=1, image=EXAMPLE_IMAGE)
-    note = (
-        "# PLACEHOLDER: the image digest below is all zeros. Do not launch this file;\n"
-        "# run `invoke render` for a YAML with your build's real digest.\n"
-    )
+    note = comment_lines([
+        "# PLACEHOLDER: the image digest below is all zeros. Do not launch this file;",
+        "# run `invoke render` for a YAML with your build's real digest.",
+    ])
     return note + to_yaml(task_config(spec), header(spec, EXAMPLES_COMMAND))
 
 

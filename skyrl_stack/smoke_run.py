@@ -24,6 +24,7 @@ from skyrl_stack.bake import LABEL_PREFIX
 from skyrl_stack.errors import StackError, first_line
 from skyrl_stack.pins import load_pins
 from skyrl_stack.records import load_build_record, project_root
+from skyrl_stack.refs import image_digest, parse_reference
 from skyrl_stack.smoke.suite import TIERS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -154,6 +155,8 @@ def run_smoke(
         return _run_on_host(variant, gpus, tiers, Path(report_dir or project_root() / "reports/smoke/host"), overrides, timeout_s)
     if bool(variant) == bool(image):
         raise StackError("give exactly one of --variant or --image", hint="e.g. invoke smoke --variant rehearsal")
+    if image and not image_digest(image):  # a bare sha256:<id> names a local image; anything else by the grammar
+        parse_reference(image, what="--image")
     return _run_in_container(variant, image, gpus, tiers, report_dir, overrides, timeout_s)
 
 

@@ -36,6 +36,29 @@ LOGGERS = ("wandb", "console", "tensorboard", "mlflow")
 # --registry for render/launch: `ecr` takes the image from the registry stack's repository.
 REGISTRIES = ("generic", "ecr")
 
+# Bounds on what a task may ask for, each with its reason. A value past one is
+# a typo or a paste error far more often than a plan, and it would only fail
+# (or cost) later, on the cloud.
+# GPUs per node: no instance type in SkyPilot's catalogs has more than 16 GPUs
+# (GCP a2-megagpu-16g: 16 x A100, skypilot-catalog catalogs/v8/gcp/vms.csv; AWS
+# p4d/p5 and Azure ND have 8).
+MAX_GPUS_PER_NODE = 16
+# Nodes: the GSM8K GRPO job takes 1024 prompts per step (trainer.train_batch_size)
+# and runs one inference engine per GPU; at 64 nodes x 8 GPUs that is 2 prompts
+# per engine, so more nodes add cost and join time (the Ray head waits for every
+# node), not speed.
+MAX_NODES = 64
+# Disk per node (GB): the largest single volume a cloud offers is 64 TiB (GCP
+# Persistent Disk, AWS io2 Block Express); SkyPilot's disk_size is one boot disk.
+MAX_DISK_GB = 65536
+# Memory per node (GB): the largest VM any cloud sells has 32 TiB (AWS u7in-32tb).
+MAX_MEMORY_GB = 32768
+# SkyPilot's memory syntax (sky/utils/resources_utils.py parse_memory_resource,
+# units from sky/skylet/constants.py MEMORY_SIZE_UNITS): a number, in GB unless a
+# unit follows, then '+' for "at least". Factors convert to GB.
+_MEMORY = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?)(?P<unit>[kmgtp][bi])?(?P<plus>\+)?", re.IGNORECASE)
+_MEMORY_UNIT_GB = {"k": 2.0**-20, "m": 2.0**-10, "g": 1.0, "t": 2.0**10, "p": 2.0**20}
+
 
 @dataclass(frozen=True)
 class RegistryLogin:
@@ -82,6 +105,24 @@ class TaskSpec:
         return f"{self.cloud}/{self.region}" if self.region else self.cloud
 
 
+def refuse_control_characters(option: str, value) -> None:
+    """Option values are data: one that holds a line break, tab, escape or other
+    non-printable character (Python's str.isprintable: Unicode categories C* and
+    Z* except ' ') is refused before it can reach the YAML, a shell or a log line.
+
+    A line break in particular would end the rendered file's header comment and
+    turn the rest of the value into YAML (a `setup:` SkyPilot runs on every node).
+    """
+    if not isinstance(value, str):
+        return
+    bad = next((ch for ch in value if not ch.isprintable()), None)
+    if bad is not None:
+        raise StackError(
+            f"bad {option} {value!r}: it contains the control character U+{ord(bad):04X}",
+            hint="type the value again without line breaks, tabs or other control characters (a paste can carry them)",
+        )
+
+
 def parse_cloud(value: str) -> tuple[str, str | None]:
     """'aws' | 'aws/us-east-1' | 'k8s/my-context' | 'local' -> (cloud, region)."""
     name, _, region = (value or "").strip().partition("/")
@@ -98,26 +139,74 @@ def parse_cloud(value: str) -> tuple[str, str | None]:
 
 def parse_gpus(value: str) -> tuple[str, int]:
     """'L40S:4' -> ('L40S', 4); 'H100' -> ('H100', 1)."""
-    match = _GPUS.match((value or "").strip())
+    match = _GPUS.fullmatch((value or "").strip())
     count = int(match["count"]) if match and match["count"] else 1
     if not match or count < 1:
         raise StackError(f"bad --gpus {value!r}", hint="use NAME:COUNT per node, e.g. L40S:4 or H100:8")
+    if count > MAX_GPUS_PER_NODE:
+        raise StackError(
+            f"bad --gpus {value!r}: {count} GPUs per node; no instance type has more than {MAX_GPUS_PER_NODE}",
+            hint="COUNT is per node (e.g. H100:8); for more GPUs add nodes with --nodes",
+        )
     return match["name"], count
 
 
-def parse_whole_number(value, option: str, minimum: int, hint: str) -> int:
-    """An option that must be a whole number >= minimum, or a one-line StackError naming it."""
+def parse_whole_number(value, option: str, minimum: int, hint: str, maximum: int | None = None,
+                       reason: str = "") -> int:
+    """An option that must be a whole number in [minimum, maximum], or a one-line StackError naming it
+    (and, past the maximum, the reason for the bound)."""
     try:
         number = int(value)
     except (TypeError, ValueError):
         number = minimum - 1
     if number < minimum:
         raise StackError(f"bad {option} {value!r}", hint=hint)
+    if maximum is not None and number > maximum:
+        raise StackError(f"bad {option} {value!r}: more than {maximum}{f' ({reason})' if reason else ''}", hint=hint)
     return number
 
 
 def parse_nodes(value) -> int:
-    return parse_whole_number(value, "--nodes", 1, "use a whole number of nodes, 1 or more")
+    return parse_whole_number(
+        value, "--nodes", 1, f"use a whole number of nodes from 1 to {MAX_NODES}", maximum=MAX_NODES,
+        reason="the GSM8K job's 1024 prompts per step leave more nodes idle; see MAX_NODES in skyrl_stack/task_spec.py",
+    )
+
+
+def parse_disk_size(value, minimum: int, variant: str) -> int:
+    """--disk-size in GB: at least what the image needs, at most the largest disk a cloud offers."""
+    if value in (None, ""):
+        return 256  # SkyPilot's default
+    hint = "leave it out for SkyPilot's default of 256 GB"
+    try:
+        disk = int(value)
+    except (TypeError, ValueError):
+        raise StackError(f"bad --disk-size {value!r}: a whole number of GB", hint=hint) from None
+    if disk < minimum:
+        raise StackError(f"bad --disk-size {value!r}: the {variant} image needs at least {minimum} GB", hint=hint)
+    if disk > MAX_DISK_GB:
+        raise StackError(f"bad --disk-size {value!r}: more than {MAX_DISK_GB} GB, the largest single disk a cloud "
+                         "offers (64 TiB)", hint=hint)
+    return disk
+
+
+def parse_memory(value: str | None) -> str | None:
+    """--memory in SkyPilot's syntax ('64', '64+', '512GB+', '1TB'), more than 0 and at most MAX_MEMORY_GB."""
+    if value in (None, ""):
+        return None
+    text = str(value).strip()
+    match = _MEMORY.fullmatch(text)
+    hint = "memory per node in GB, SkyPilot syntax: 64, 64+ (at least), 512GB+, 1TB"
+    if not match:
+        raise StackError(f"bad --memory {value!r}", hint=hint)
+    unit = (match["unit"] or "g")[0].lower()
+    gigabytes = float(match["number"]) * _MEMORY_UNIT_GB[unit]
+    if gigabytes <= 0:
+        raise StackError(f"bad --memory {value!r}: a node needs some memory", hint=hint)
+    if gigabytes > MAX_MEMORY_GB:
+        raise StackError(f"bad --memory {value!r}: more than {MAX_MEMORY_GB} GB, the largest VM any cloud sells",
+                         hint=hint)
+    return text
 
 
 def parse_sets(values) -> tuple[tuple[str, str], ...]:

@@ -5,6 +5,7 @@ be built here); everything else is real: pins, SkyPilot's Task parser, invoke.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -189,7 +190,9 @@ def test_variant_without_record(state_dir, tmp_path):
 
 
 def test_skypilot_rejection_surfaces_its_message(records, tmp_path):
-    spec = build_spec("vllm", cloud="aws", memory="lots")
+    # build_spec refuses a malformed --memory itself (task_spec.parse_memory); put one past it
+    # to show that what SkyPilot's own check says reaches the user.
+    spec = dataclasses.replace(build_spec("vllm", cloud="aws"), memory="lots")
     with pytest.raises(StackError, match="SkyPilot rejects the task: .*lots"):
         render(spec, out=tmp_path / "bad.yaml")
     assert not (tmp_path / "bad.yaml").exists()
@@ -253,7 +256,7 @@ def test_render_leaves_the_environment_as_it_was(records, tmp_path, monkeypatch,
     render(build_spec("vllm", cloud="aws"), out=tmp_path / "ok.yaml")
     assert dict(os.environ) == environ
     with pytest.raises(StackError, match="SkyPilot rejects"):  # also when SkyPilot refuses the task
-        render(build_spec("vllm", cloud="aws", memory="lots"), out=tmp_path / "bad.yaml")
+        render(dataclasses.replace(build_spec("vllm", cloud="aws"), memory="lots"), out=tmp_path / "bad.yaml")
     assert dict(os.environ) == environ
 
 
