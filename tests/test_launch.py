@@ -1,9 +1,11 @@
 """`invoke launch/status/logs/down` through SkyPilot's SDK.
 
-No cloud can be reached here, so these tests replace only the SDK calls that
-would talk to SkyPilot's API server (sky.launch, sky.stream_and_get,
-sky.tail_logs, sky.down) and assert on the real sky.Task built from the
-rendered YAML. The smoke gate, renderer and SkyPilot's parser are real.
+No SkyPilot API server or cloud can be reached here, so these tests replace
+one function, launcher._request (where every request would go to the API
+server), and assert on what our code computed: the real sky.Task built from
+the rendered YAML, the table printed from SkyPilot's own StatusResponse
+objects, the exit code passed on, the one-line errors made from SkyPilot's
+own exception classes. The smoke gate, renderer and SkyPilot's parser are real.
 """
 from __future__ import annotations
 
@@ -18,33 +20,26 @@ from tests.test_render import FAKE_DIGEST, FAKE_REPO, _invoke, fake_record, no_s
 
 @pytest.fixture
 def sdk(monkeypatch, tmp_path):
-    """Fake only the SDK calls; record what they received."""
-    import sky
+    """Replace launcher._request, the one seam to SkyPilot's API server.
 
-    calls = {}
+    `sdk.answers[name]` is what the server would answer (an exception is raised
+    as SkyPilot's SDK raises it); `sdk.calls[name]` records (args, kwargs)."""
 
-    def fake_launch(task, **kwargs):
-        calls["launch"] = (task, kwargs)
-        return "request-1"
+    class Server:
+        calls: dict = {}
+        answers: dict = {"launch": (7, None), "tail_logs": 0, "down": None, "status": []}
 
-    def fake_stream_and_get(request):
-        calls.setdefault("stream", []).append(request)
-        return (7, None) if request == "request-1" else None
+    def fake_request(name, *args, **kwargs):
+        Server.calls[name] = (args, kwargs)
+        answer = Server.answers[name]
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
 
-    def fake_tail_logs(cluster, job_id, follow):
-        calls["tail"] = (cluster, job_id, follow)
-        return 0
-
-    def fake_down(cluster):
-        calls["down"] = cluster
-        return "request-down"
-
-    monkeypatch.setattr(sky, "launch", fake_launch)
-    monkeypatch.setattr(sky, "stream_and_get", fake_stream_and_get)
-    monkeypatch.setattr(sky, "tail_logs", fake_tail_logs)
-    monkeypatch.setattr(sky, "down", fake_down)
+    Server.calls, Server.answers = {}, dict(Server.answers)
+    monkeypatch.setattr(launcher, "_request", fake_request)
     monkeypatch.chdir(tmp_path)  # rendered files land in tmp_path/skypilot
-    return calls
+    return Server
 
 
 def passed_smoke(digest=FAKE_DIGEST):
@@ -60,7 +55,7 @@ def test_launch_hands_the_rendered_task_to_sky_launch(state_dir, sdk, monkeypatc
     spec = build_spec("vllm", cloud="aws/us-east-1", nodes=2, sets=["trainer.epochs=1"])
     code = launcher.launch(spec, cluster="c1", autostop=30, down=True, env_overrides={"SKYRL_RAY_JOIN_TIMEOUT": "90"})
     assert code == 0
-    task, kwargs = sdk["launch"]
+    (task,), kwargs = sdk.calls["launch"]
     assert kwargs == {"cluster_name": "c1", "dryrun": False, "idle_minutes_to_autostop": 30, "down": True}
     assert task.num_nodes == 2 and task.setup is None
     (resources,) = task.resources
@@ -69,7 +64,7 @@ def test_launch_hands_the_rendered_task_to_sky_launch(state_dir, sdk, monkeypatc
     assert task.envs["INFERENCE_BACKEND"] == "vllm" and task.envs["SKYRL_RAY_JOIN_TIMEOUT"] == "90"
     assert task.secrets["WANDB_API_KEY"].get_secret_value() == "wandb-key-for-test"
     assert "trainer.epochs=1" in task.run and "skyrl-ray-up --port 6479" in task.run
-    assert sdk["tail"] == ("c1", 7, True)
+    assert sdk.calls["tail_logs"] == (("c1", 7, True), {})  # follows the job id the launch returned
     # the file SkyPilot got is on disk and carries no secret value
     assert "wandb-key-for-test" not in (state_dir.parent / "skypilot" / "vllm-aws-2n.yaml").read_text()
 
@@ -80,10 +75,10 @@ def test_registry_password_is_passed_as_a_secret(state_dir, sdk, monkeypatch):
     monkeypatch.setenv("REG_PASSWORD", "registry-password")
     spec = build_spec("sglang", cloud="gcp", logger="console", registry_login="ci:REG_PASSWORD@ghcr.io")
     launcher.launch(spec, cluster="c2", detach=True)
-    task, _ = sdk["launch"]
+    (task,), _ = sdk.calls["launch"]
     assert {k: v.get_secret_value() for k, v in task.secrets.items()} == {
         "SKYPILOT_DOCKER_USERNAME": "ci", "SKYPILOT_DOCKER_PASSWORD": "registry-password", "SKYPILOT_DOCKER_SERVER": "ghcr.io"}
-    assert "tail" not in sdk  # detached: no log following
+    assert "tail_logs" not in sdk.calls  # detached: no log following
 
 
 def test_launch_refuses_a_digest_without_a_passing_smoke_run(state_dir, sdk, monkeypatch, capsys):
@@ -92,17 +87,17 @@ def test_launch_refuses_a_digest_without_a_passing_smoke_run(state_dir, sdk, mon
     spec = build_spec("vllm", cloud="aws")
     with pytest.raises(StackError, match="no smoke run"):
         launcher.launch(spec)
-    assert "launch" not in sdk
+    assert "launch" not in sdk.calls
     assert launcher.launch(spec, skip_smoke_gate=True, detach=True) == 0
     assert "WARNING: gate overridden" in capsys.readouterr().err
-    assert "launch" in sdk
+    assert "launch" in sdk.calls
 
 
 def test_dry_run_needs_neither_gate_nor_secrets(state_dir, sdk, monkeypatch):
     fake_record("vllm")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     assert launcher.launch(build_spec("vllm", cloud="azure"), dry_run=True) == 0
-    assert sdk["launch"][1]["dryrun"] is True and "tail" not in sdk
+    assert sdk.calls["launch"][1]["dryrun"] is True and "tail_logs" not in sdk.calls
 
 
 def test_missing_secret_is_one_clear_line(state_dir, sdk, monkeypatch):
@@ -111,7 +106,7 @@ def test_missing_secret_is_one_clear_line(state_dir, sdk, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     with pytest.raises(StackError, match="WANDB_API_KEY is not set") as err:
         launcher.launch(build_spec("vllm", cloud="aws"))
-    assert "--logger console" in err.value.hint and "launch" not in sdk
+    assert "--logger console" in err.value.hint and "launch" not in sdk.calls
 
 
 def test_image_in_a_local_registry_is_refused(state_dir, sdk):
@@ -122,26 +117,22 @@ def test_image_in_a_local_registry_is_refused(state_dir, sdk):
 
 
 def test_missing_cloud_credentials_give_the_sky_check_hint(state_dir, sdk, monkeypatch):
-    import sky
     from sky import exceptions
 
     fake_record("vllm")
     passed_smoke()
     monkeypatch.setenv("WANDB_API_KEY", "k")
-
-    def no_access(task, **kwargs):
-        raise exceptions.NoCloudAccessError("Cloud access is not set up. Run: sky check")
-
-    monkeypatch.setattr(sky, "launch", no_access)
-    with pytest.raises(StackError) as err:
+    sdk.answers["launch"] = exceptions.NoCloudAccessError("Cloud access is not set up. Run: sky check")
+    with pytest.raises(StackError, match="cannot launch on lambda") as err:
         launcher.launch(build_spec("vllm", cloud="lambda"))
     assert err.value.message == "SkyPilot cannot launch on lambda: Cloud access is not set up. Run: sky check"
     assert "`sky check lambda`" in err.value.hint
 
 
-def test_down_calls_sky_down(sdk):
+def test_down_calls_sky_down(sdk, capsys):
     launcher.down("skyrl-vllm")
-    assert sdk["down"] == "skyrl-vllm" and sdk["stream"] == ["request-down"]
+    assert sdk.calls["down"] == (("skyrl-vllm",), {})
+    assert "skyrl-vllm is down" in capsys.readouterr().err
 
 
 def test_invoke_launch_unknown_cloud(state_dir, tmp_path):
@@ -160,10 +151,10 @@ def test_image_by_tag_launches_with_both_overrides(state_dir, sdk, monkeypatch, 
     spec = build_spec("vllm", cloud="aws", image=image, allow_tag=True)
     with pytest.raises(StackError, match="not an image digest"):
         launcher.launch(spec, detach=True)
-    assert "launch" not in sdk
+    assert "launch" not in sdk.calls
     assert launcher.launch(spec, detach=True, skip_smoke_gate=True) == 0
     assert f"gate overridden: launch goes ahead with {image}" in capsys.readouterr().err
-    (resources,) = sdk["launch"][0].resources
+    (resources,) = sdk.calls["launch"][0][0].resources
     assert resources.extract_docker_image() == image
 
 
@@ -184,7 +175,7 @@ def test_env_values_stay_out_of_the_rendered_file(state_dir, sdk, monkeypatch):
     text = (state_dir.parent / "skypilot" / "vllm-aws-1n.yaml").read_text()
     assert "hf_secret_value_123" not in text and "other-secret-456" not in text
     assert "HF_TOKEN=<redacted>" in text
-    task, _ = sdk["launch"]
+    (task,), _ = sdk.calls["launch"]
     assert task.envs["HF_TOKEN"] == "hf_secret_value_123"  # the value still reaches SkyPilot
 
 
@@ -197,7 +188,7 @@ def test_local_cloud_refuses_options_it_cannot_honour(state_dir, sdk, kwargs, fl
     """Refused before anything is rendered or started (no engine is touched)."""
     fake_record("rehearsal", pushed=False)
     spec = build_spec("rehearsal", cloud="local", nodes=2)
-    with pytest.raises(StackError) as err:
+    with pytest.raises(StackError, match="not apply to --cloud local") as err:
         launcher.launch(spec, **kwargs)
     assert err.value.message == f"{flags} not apply to --cloud local"
     assert "invoke render --cloud local" in err.value.hint
