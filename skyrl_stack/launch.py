@@ -117,7 +117,7 @@ def _explain(exc: Exception, cloud: str | None) -> StackError:
     if isinstance(exc, sky_errors.ApiServerConnectionError):
         return StackError(f"cannot reach the SkyPilot API server: {text}",
                           hint="start it with `sky api start` (or unset SKYPILOT_DISABLE_LOCAL_API_SERVER)")
-    if isinstance(exc, RuntimeError) and _local_api_server_disabled():
+    if type(exc) is RuntimeError and _local_api_server_disabled():  # not its subclasses (ApiServer*Error)
         # sky/server/common.py check_local_api_server_enabled_or_raise raises a plain
         # RuntimeError; the state it guards is checked here instead of its words.
         return StackError(f"no SkyPilot API server: {text}",
@@ -148,14 +148,15 @@ def _local_api_server_disabled() -> bool:
 
 
 def _explain_unavailable(exc, text: str, where: str, check: str) -> StackError:
-    """ResourcesUnavailableError has three causes that need different advice
-    (sky/optimizer.py raises it without a failover history, the provisioner with one):
-    a cloud that is not enabled (SkyPilot's message itself says `sky check`), a request
-    no enabled cloud offers (accelerator count, image, region), or no capacity right now."""
+    """ResourcesUnavailableError has three causes that need different advice: no capacity
+    right now (the provisioner raises it with a failover history), a cloud that is not
+    enabled, or a request no enabled cloud offers (accelerator count, image, region).
+    The last two come from sky/optimizer.py without any field that tells them apart; the
+    fallback is the phrase of _check_specified_clouds ("... which is not enabled")."""
     if exc.failover_history:
         return StackError(f"no capacity on {where} for the task: {text}",
                           hint="try another region or zone (--cloud CLOUD/REGION), fewer nodes, or retry later")
-    if "sky check" in text:
+    if "not enabled" in text:
         return StackError(f"SkyPilot cannot launch on {where}: {text}",
                           hint=f"run {check} to see which credentials are missing")
     return StackError(f"no {where} resources match the task: {text}",

@@ -9,6 +9,8 @@ own exception classes. The smoke gate, renderer and SkyPilot's parser are real.
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from skyrl_stack import launch as launcher
@@ -210,3 +212,82 @@ def test_invoke_bad_numbers_and_local_options_are_one_clear_line(state_dir, tmp_
     lines = result.stderr.strip().splitlines()
     assert lines[0].startswith(message) and len(lines) == 2 and lines[1].startswith("hint: "), result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "skypilot").exists()
+
+
+def _status_response(name, status, resources):
+    """What SkyPilot's API server answers to sky.status, built with SkyPilot's own response model
+    (sky/schemas/api/responses.py StatusResponse), so a field we read that does not exist fails here."""
+    from sky.schemas.api.responses import StatusResponse
+    from sky.utils.status_lib import ClusterStatus
+
+    return StatusResponse(name=name, launched_at=0, status=ClusterStatus[status], autostop=-1, to_down=False,
+                          cluster_hash="h", cluster_ever_up=True, user_hash="u", user_name="me", workspace="default",
+                          is_managed=False, nodes=2, resources_str=resources)
+
+
+def test_status_prints_each_cluster_from_skypilots_answer(sdk, capsys):
+    sdk.answers["status"] = [_status_response("skyrl-vllm", "UP", "2x AWS(p5.48xlarge, {'H100': 8})"),
+                             _status_response("skyrl-sglang", "STOPPED", "1x GCP(a3-highgpu-8g)")]
+    rows = launcher.status()
+    assert sdk.calls["status"] == ((), {"cluster_names": None})
+    assert rows == [{"name": "skyrl-vllm", "status": "UP", "resources": "2x AWS(p5.48xlarge, {'H100': 8})"},
+                    {"name": "skyrl-sglang", "status": "STOPPED", "resources": "1x GCP(a3-highgpu-8g)"}]
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["skyrl-vllm", "UP", "2x", "AWS(p5.48xlarge,", "{'H100':", "8})"]
+    assert out[1].split()[:2] == ["skyrl-sglang", "STOPPED"]
+
+
+def test_status_of_one_missing_cluster_says_so(sdk, capsys):
+    assert launcher.status("nope") == []
+    assert sdk.calls["status"] == ((), {"cluster_names": ["nope"]})
+    assert capsys.readouterr().out.strip() == "no clusters named nope"
+
+
+def test_logs_passes_the_job_exit_code_on(sdk):
+    """`invoke logs` exits with the job's code: SkyPilot's tail_logs returns it."""
+    sdk.answers["tail_logs"] = 3
+    assert launcher.logs("c1", job_id="4", follow=False) == 3
+    assert sdk.calls["tail_logs"] == (("c1", 4, False), {})
+    sdk.answers["tail_logs"] = None  # SkyPilot returns None for a job without an exit code yet
+    assert launcher.logs("c1") == 0 and sdk.calls["tail_logs"] == (("c1", None, True), {})
+
+
+# SkyPilot's exceptions as sky/optimizer.py and sky/server/common.py raise them (0.14.1; messages
+# transcribed, the optimizer's colorama codes included), and the hint each must get.
+def _sky_errors():
+    from sky import exceptions as e
+
+    return [
+        ("not enabled", e.ResourcesUnavailableError(
+            "Task requires AWS which is not enabled. To enable access, change the task cloud requirement or run: "
+            "\x1b[1msky check aws\x1b[0m"), "SkyPilot cannot launch on aws", "`sky check aws`"),
+        ("no match", e.ResourcesUnavailableError(
+            "No launchable resource found for task None. To fix: relax its resource requirements.\n"
+            "Hint: 'sky gpus list --all' to list available accelerators.\n      'sky check' to check the enabled "
+            "clouds."), "no aws resources match the task: No launchable resource found", "sky gpus list --all"),
+        ("no capacity", e.ResourcesUnavailableError("Failed to provision all possible launchable resources.",
+                                                    failover_history=[RuntimeError("InsufficientInstanceCapacity")]),
+         "no capacity on aws", "another region"),
+        ("accelerator count", e.ResourcesUnavailableError(
+            "Catalog does not contain any instances satisfying the request: H100:3."), "no aws resources match",
+         "--gpus"),
+        ("no cloud", e.NoCloudAccessError("Cloud access is not set up."), "cannot launch on aws", "`sky check aws`"),
+        ("server down", e.ApiServerConnectionError("http://127.0.0.1:46580"), "cannot reach the SkyPilot API server",
+         "sky api start"),
+        ("server login", e.ApiServerAuthenticationError("http://x"), "wants a login", "sky api login"),
+        ("no cluster", e.ClusterDoesNotExist("Cluster 'c9' does not exist."), "SkyPilot: Cluster 'c9' does not exist.",
+         "invoke status"),
+        ("other", ValueError("\x1b[31mboom\x1b[0m\nsecond line"), "SkyPilot failed: boom second line", "sky api logs"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(9))
+def test_skypilot_errors_are_mapped_by_class(case, state_dir, sdk, monkeypatch):
+    label, exc, message, hint = _sky_errors()[case]
+    sdk.answers["launch"] = exc
+    fake_record("vllm")
+    with pytest.raises(StackError, match=re.escape(message)) as err:
+        launcher.launch(build_spec("vllm", cloud="aws"), dry_run=True)
+    assert hint in err.value.hint, label
+    assert "\x1b" not in err.value.render() and "\n" not in err.value.message
+
