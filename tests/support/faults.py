@@ -122,7 +122,10 @@ class FaultProxy:
 
             def _forward(self, body: bytes):
                 upstream = http.client.HTTPConnection(proxy.upstream, timeout=60)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "connection")}
+                headers: dict[str, str] = {}
+                for key, value in self.headers.items():  # repeated headers (Go sends one Accept per type) joined
+                    if key.lower() not in ("transfer-encoding", "connection"):
+                        headers[key] = f"{headers[key]}, {value}" if key in headers else value
                 headers["Content-Length"] = str(len(body))
                 try:
                     upstream.request(self.command, self.path, body=body if body or self.command in ("PUT", "POST", "PATCH") else None,
