@@ -1,10 +1,12 @@
 """`invoke build`: run docker buildx bake, load the result, write a build record."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import subprocess
+import sys
 import tarfile
 import time
 from datetime import datetime, timezone
@@ -39,6 +41,8 @@ def build_variants(
         raise StackError("no variant given", hint=f"choose from: {', '.join(pins.variant_names)}")
     chosen = [pins.variant(name) for name in dict.fromkeys(variants)]
     validate_repository(repository)
+    if not ca_bundle:
+        ca_bundle = host_ca_bundle()
     if ca_bundle and not Path(ca_bundle).is_file():
         raise StackError(f"CA bundle not found: {ca_bundle}", hint="pass the path of a PEM file, or leave --ca-bundle empty")
     if git_token_env and not os.environ.get(git_token_env):
@@ -53,6 +57,69 @@ def build_variants(
 
     work = state_dir() / "build"
     work.mkdir(parents=True, exist_ok=True)
+    with build_lock(work):
+        return _build_locked(pins, chosen, repository, work, base_image=base_image, no_cache=no_cache,
+                             ca_bundle=ca_bundle, progress=progress, cache_ref=cache_ref, git_token_env=git_token_env)
+
+
+# Where a host names its CA bundle, in the order the tools read them (OpenSSL, requests, pip).
+CA_BUNDLE_ENVS = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT")
+# What pip/requests (OpenSSL) and uv (rustls) print when a certificate is not trusted; the build
+# step's output is the only place the cause appears (buildx reports just the exit code).
+_CERT_FAILURE = ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed", "invalid peer certificate",
+                 "self-signed certificate in certificate chain", "unable to get local issuer certificate")
+
+
+def host_ca_bundle() -> str | None:
+    """The CA bundle this host already names (behind a TLS-intercepting proxy), said in one line."""
+    for name in CA_BUNDLE_ENVS:
+        value = os.environ.get(name)
+        if value and Path(value).is_file():
+            step(f"passing the CA bundle {name}={value} to the build as a secret (--ca-bundle overrides)")
+            return value
+    return None
+
+
+@contextlib.contextmanager
+def build_lock(work: Path, wait_seconds: float | None = None):
+    """One build at a time per checkout: builds share the bake file, metadata and archives
+    under `work`. A second build waits (saying for whom) rather than overwrite them; with
+    `wait_seconds` it gives up after that long. The lock is the kernel's (flock), so a
+    killed build never leaves it held."""
+    import fcntl
+
+    path = work / ".lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            step(f"waiting for the build already running in this checkout ({holder}) to finish")
+            deadline = None if wait_seconds is None else time.monotonic() + wait_seconds
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise StackError(f"another build is running in this checkout ({holder})",
+                                         hint=f"wait for it to finish (it holds {path}); nothing was built") from None
+                    time.sleep(0.5)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build_locked(pins, chosen, repository, work, *, base_image, no_cache, ca_bundle, progress, cache_ref,
+                  git_token_env) -> list[BuildRecord]:
     definition = bake.bake_definition(
         pins, chosen, repository,
         base_image=base_image,
@@ -88,11 +155,14 @@ def build_variants(
     digests: dict[str, str] = {}
     layers: dict[str, dict[str, int]] = {}
     try:
-        result = subprocess.run(command, cwd=bake.REPO_ROOT, env=env, check=False)
-        if result.returncode != 0:
+        returncode, cert_failure = _run_showing_output(command, env)
+        if returncode != 0:
             raise StackError(
-                f"docker buildx bake failed for {names} (exit {result.returncode})",
-                hint="the build output above names the failing step; nothing was tagged or pushed",
+                f"docker buildx bake failed for {names} (exit {returncode})"
+                + (": a build step could not verify a TLS certificate" if cert_failure else ""),
+                hint=("behind a TLS-intercepting proxy pass its CA bundle: --ca-bundle /path/to/ca.pem "
+                      "(or set SSL_CERT_FILE); nothing was tagged or pushed" if cert_failure else
+                      "the build output above names the failing step; nothing was tagged or pushed"),
             )
         metadata = json.loads(metadata_file.read_text())
         # Load and verify every variant before tagging or recording any of them.
@@ -135,6 +205,18 @@ def build_variants(
 
 # Everything the Dockerfile can read lives here (COPY and bind mounts).
 CONTEXT_PATHS = ("docker", "skyrl_stack", ".dockerignore")
+
+
+def _run_showing_output(command: list[str], env: dict) -> tuple[int, bool]:
+    """Run the build, its output passed through to stderr as it comes; returns the exit code
+    and whether a step failed on certificate verification."""
+    cert_failure = False
+    with subprocess.Popen(command, cwd=bake.REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, errors="replace") as process:
+        for line in process.stdout:
+            sys.stderr.write(line)
+            cert_failure = cert_failure or any(marker in line for marker in _CERT_FAILURE)
+    return process.returncode, cert_failure
 
 
 def input_fingerprint(target: dict) -> str:

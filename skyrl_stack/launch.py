@@ -109,16 +109,86 @@ def _sdk():
     return sky
 
 
+# SkyPilot colours its messages (colorama); a one-line error shows none of that.
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def _explain(exc: Exception, cloud: str | None) -> StackError:
-    """One clear line for SkyPilot's failures, with the `sky check` hint for access problems."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    """One clear line for a SkyPilot failure, the hint chosen by the exception's class
+    (sky/exceptions.py, SkyPilot 0.14.1), never by its name as a string."""
+    from sky import exceptions as sky_errors
+
+    text = _ANSI.sub("", " ".join(str(exc).split())) or type(exc).__name__
     where = cloud or "the cloud"
-    name = type(exc).__name__
-    if name == "ApiServerConnectionError":
-        return StackError(f"cannot reach the SkyPilot API server: {text}", hint="start it with `sky api start` (or unset SKYPILOT_DISABLE_LOCAL_API_SERVER)")
-    if name in ("NoCloudAccessError", "ResourcesUnavailableError", "NotSupportedError", "CloudUserIdentityError") or "credential" in text.lower():
-        return StackError(f"SkyPilot cannot launch on {where}: {text}", hint=f"run `{('sky check ' + cloud) if cloud else 'sky check'}` to see which credentials are missing")
+    check = f"`sky check {cloud}`" if cloud else "`sky check`"
+    if isinstance(exc, sky_errors.ApiServerConnectionError):
+        return StackError(f"cannot reach the SkyPilot API server: {text}",
+                          hint="start it with `sky api start` (or unset SKYPILOT_DISABLE_LOCAL_API_SERVER)")
+    if type(exc) is RuntimeError and _local_api_server_disabled():  # not its subclasses (ApiServer*Error)
+        # sky/server/common.py check_local_api_server_enabled_or_raise raises a plain
+        # RuntimeError; the state it guards is checked here instead of its words.
+        return StackError(f"no SkyPilot API server: {text}",
+                          hint="`sky api login -e ENDPOINT` for a remote one, or unset "
+                               "SKYPILOT_DISABLE_LOCAL_API_SERVER to let SkyPilot start a local one")
+    if isinstance(exc, sky_errors.ApiServerAuthenticationError):
+        return StackError(f"the SkyPilot API server wants a login: {text}", hint="log in with `sky api login`")
+    if isinstance(exc, (sky_errors.NoCloudAccessError, sky_errors.CloudUserIdentityError,
+                        sky_errors.InvalidCloudCredentials, sky_errors.InvalidCloudConfigs)):
+        return StackError(f"SkyPilot cannot launch on {where}: {text}",
+                          hint=f"run {check} to see which credentials are missing")
+    if isinstance(exc, sky_errors.ResourcesUnavailableError):
+        return _explain_unavailable(exc, text, where, check)
+    if isinstance(exc, (sky_errors.ClusterDoesNotExist, sky_errors.ClusterNotUpError)):
+        return StackError(f"SkyPilot: {text}", hint="`invoke status` lists the clusters and their state")
+    if isinstance(exc, sky_errors.NotSupportedError):
+        return StackError(f"SkyPilot does not support this on {where}: {text}",
+                          hint="choose another cloud with --cloud, or drop the option it names")
     return StackError(f"SkyPilot failed: {text}", hint="see `sky api logs` for details")
+
+
+def _local_api_server_disabled() -> bool:
+    """SkyPilot would start a local API server but is told not to (SkyPilot 0.14.1)."""
+    from sky.server import common as server_common
+    from sky.utils import env_options
+
+    return bool(env_options.Options.DISABLE_LOCAL_API_SERVER.get()) and server_common.is_api_server_local()
+
+
+def _explain_unavailable(exc, text: str, where: str, check: str) -> StackError:
+    """ResourcesUnavailableError has three causes that need different advice: no capacity
+    right now (the provisioner raises it with a failover history), a cloud that is not
+    enabled, or a request no enabled cloud offers (accelerator count, image, region).
+    The last two come from sky/optimizer.py without any field that tells them apart; the
+    fallback is the phrase of _check_specified_clouds ("... which is not enabled")."""
+    if exc.failover_history:
+        return StackError(f"no capacity on {where} for the task: {text}",
+                          hint="try another region or zone (--cloud CLOUD/REGION), fewer nodes, or retry later")
+    if "not enabled" in text:
+        return StackError(f"SkyPilot cannot launch on {where}: {text}",
+                          hint=f"run {check} to see which credentials are missing")
+    return StackError(f"no {where} resources match the task: {text}",
+                      hint="check --gpus (name and count per node, `sky gpus list --all`), --memory and the image")
+
+
+def _api(name: str, *args, cloud: str | None = None, **kwargs):
+    """A request to SkyPilot's API server; its failures become one line (see _explain)."""
+    try:
+        return _request(name, *args, **kwargs)
+    except Exception as exc:  # SkyPilot's own exception types; re-raised as one line
+        if isinstance(exc, StackError):
+            raise
+        raise _explain(exc, cloud) from None
+
+
+def _request(name: str, *args, **kwargs):
+    """Every request to SkyPilot's API server goes through here: the one seam that tests
+    replace (no API server or cloud can be reached on a test machine).
+
+    sky.launch/status/down return a request id that sky.stream_and_get resolves;
+    sky.tail_logs streams and returns the job's exit code itself."""
+    sky = _sdk()
+    result = getattr(sky, name)(*args, **kwargs)
+    return result if name == "tail_logs" else sky.stream_and_get(result)
 
 
 def _sky_launch(spec, path, secrets, cluster, dry_run, detach, autostop, down, env_overrides, confirm=False) -> int:
@@ -138,15 +208,10 @@ def _sky_launch(spec, path, secrets, cluster, dry_run, detach, autostop, down, e
     if confirm and not sys.stdin.isatty():
         raise StackError("launching asks for confirmation, but stdin is not a terminal",
                          hint="see the plan with --dry-run, then launch with --yes")
-    try:
-        if confirm:
-            _confirm_plan(sky, task, cluster)
-        request = sky.launch(task, cluster_name=cluster, dryrun=dry_run, idle_minutes_to_autostop=autostop, down=down)
-        job_id, _handle = sky.stream_and_get(request)
-    except Exception as exc:  # SkyPilot's own exception types; re-raised as one line
-        if isinstance(exc, (KeyboardInterrupt, StackError)):
-            raise
-        raise _explain(exc, spec.cloud) from None
+    if confirm:
+        _confirm_plan(task, cluster, spec.cloud)
+    job_id, _handle = _api("launch", task, cluster_name=cluster, dryrun=dry_run, idle_minutes_to_autostop=autostop,
+                           down=down, cloud=spec.cloud)
     if dry_run:
         step(f"dry run: nothing was launched (SkyPilot's COST column is $ per hour for all {task.num_nodes} node(s))")
         return 0
@@ -156,7 +221,7 @@ def _sky_launch(spec, path, secrets, cluster, dry_run, detach, autostop, down, e
     return logs(cluster, job_id=job_id, follow=True)
 
 
-def _confirm_plan(sky, task, cluster: str) -> None:
+def _confirm_plan(task, cluster: str, cloud: str | None) -> None:
     """SkyPilot's optimizer plan, then a question, as `sky launch` asks it (sky/client/sdk.py _launch).
 
     The plan is SkyPilot's own table (instance type, region, COST per hour for
@@ -166,7 +231,7 @@ def _confirm_plan(sky, task, cluster: str) -> None:
     """
     from sky.utils import dag_utils
 
-    sky.stream_and_get(sky.optimize(dag_utils.convert_entrypoint_to_dag(task)))
+    _api("optimize", dag_utils.convert_entrypoint_to_dag(task), cloud=cloud)
     answer = input(f"Launch {cluster} with this plan (COST is $ per hour for all {task.num_nodes} node(s))? [y/N] ")
     if answer.strip().lower() not in ("y", "yes"):
         raise StackError(f"launch of {cluster} not confirmed: nothing was launched",
@@ -189,11 +254,7 @@ def launch_local(spec: TaskSpec, *, cluster: str | None, env_overrides: dict | N
 
 
 def status(cluster: str | None = None) -> list[dict]:
-    sky = _sdk()
-    try:
-        records = sky.stream_and_get(sky.status(cluster_names=[cluster] if cluster else None))
-    except Exception as exc:
-        raise _explain(exc, None) from None
+    records = _api("status", cluster_names=[cluster] if cluster else None)
     rows = []
     for record in records:
         get = record.get if isinstance(record, dict) else lambda key, r=record: getattr(r, key, None)
@@ -223,11 +284,7 @@ def parse_job_id(value) -> int | None:
 
 def logs(cluster: str, job_id: int | str | None = None, follow: bool = True) -> int:
     job_id = parse_job_id(job_id)
-    sky = _sdk()
-    try:
-        return int(sky.tail_logs(cluster, job_id, follow) or 0)
-    except Exception as exc:
-        raise _explain(exc, None) from None
+    return int(_api("tail_logs", cluster, job_id, follow) or 0)
 
 
 def down(cluster: str) -> None:
@@ -236,11 +293,7 @@ def down(cluster: str) -> None:
 
         step(f"removed {cleanup_leftovers()} leftover local cluster container(s)")
         return
-    sky = _sdk()
-    try:
-        sky.stream_and_get(sky.down(cluster))
-    except Exception as exc:
-        raise _explain(exc, None) from None
+    _api("down", cluster)
     step(f"{cluster} is down")
 
 

@@ -5,12 +5,15 @@ digest; the registry is asked what digest it now holds under that tag, and
 only when it equals the local one are the human tags (descriptive, pins hash,
 `<variant>-latest`, in that order, latest last) moved. A registry that is down,
 refuses the login, or reports another digest stops the push before any human
-tag moves. Transient errors (connection refused/reset, timeouts, 5xx) are
-retried with exponential backoff; authentication errors are not.
+tag moves. Transient errors (the registry gave no answer, or 408/429/5xx) are
+retried with exponential backoff; authentication errors (401/403) are not
+(classify_registry_error says how each is recognised). A failed push removes
+the local tag it made for the push.
 """
 from __future__ import annotations
 
 import os
+import re
 import time
 from datetime import datetime, timezone
 
@@ -25,9 +28,48 @@ from skyrl_stack.task_spec import REGISTRIES
 USER_ENV = "SKYRL_STACK_REGISTRY_USER"
 PASSWORD_ENV = "SKYRL_STACK_REGISTRY_PASSWORD"
 
-_TRANSIENT = ("connection refused", "connection reset", "timeout", "timed out", "eof", "temporarily unavailable",
-              "502", "503", "504", "500 internal server error", "too many requests", "no such host")
-_AUTH = ("unauthorized", "authentication required", "no basic auth credentials", "denied", "forbidden")
+# Which registry failures are worth a retry is decided from the structure of
+# what the engine reports, not from English words. What the engine gives:
+# - inspect_distribution: an APIError whose status_code is the registry's
+#   answer mapped by the daemon (404 manifest unknown, 401 unauthorized, 500
+#   when it got no answer at all).
+# - push: only a text message in the stream's errorDetail (no code; checked on
+#   docker 26.1 with the containerd store), in the formats Go and containerd
+#   produce, which is what is parsed here:
+#   * a registry answer: containerd's "unexpected status from PUT request to
+#     URL: 500 Internal Server Error" (remotes/errors.ErrUnexpectedStatus), the
+#     graph-driver store's "received unexpected HTTP status: 500 ...", or a
+#     distribution error code "unauthorized: ..." (registry/api/errcode,
+#     Error.Error() = lower-cased code + ": " + message);
+#   * no answer: Go's url.Error, `Put "URL": <cause>` (net/url Error.Error()),
+#     which containerd wraps as "failed to do request: ..." — retried whatever
+#     the socket cause's text is (reset, refused, EOF, timeout), except TLS and
+#     certificate failures (Go's crypto/tls "tls: " and crypto/x509 "x509: "),
+#     which no retry can fix.
+_HTTP_STATUS = re.compile(r"(?:unexpected status from [A-Z]+ request to \S+|unexpected HTTP status): (\d{3})\b")
+_REGISTRY_CODE = re.compile(r"\b(unauthorized|denied|toomanyrequests|unavailable)(?=: )")
+_NO_ANSWER = re.compile(r'\b(?:Get|Head|Put|Post|Patch|Delete) "[^"]+": ')
+_TLS = re.compile(r"\b(?:tls|x509): ")
+RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+AUTH_STATUSES = frozenset({401, 403})
+
+
+def classify_registry_error(message: str, status: int | None = None) -> str:
+    """'auth', 'transient' or 'permanent' for a registry failure the engine reported.
+
+    `status` is the HTTP status where the engine gives one as a field; otherwise it
+    is read from the message's structure (see above)."""
+    if status is None:
+        found = _HTTP_STATUS.search(message)
+        status = int(found.group(1)) if found else None
+    code = _REGISTRY_CODE.search(message)
+    if status in AUTH_STATUSES or (code and code.group(1) in ("unauthorized", "denied")):
+        return "auth"
+    if status in RETRIED_STATUSES or (code and code.group(1) in ("toomanyrequests", "unavailable")):
+        return "transient"
+    if status is None and _NO_ANSWER.search(message) and not _TLS.search(message):
+        return "transient"
+    return "permanent"
 
 
 class TransientPushError(Exception):
@@ -178,19 +220,27 @@ def _local_image(client, record: BuildRecord):
 
 def _push_with_retry(client, image, ref: str, auth: dict | None, attempts: int, backoff: float,
                      layers: dict[str, int]) -> int:
+    """Push ref, retrying transient failures; a failed push leaves no local tag it created."""
     repo, tag = ref.rsplit(":", 1)
+    image.reload()
+    created = ref not in image.tags  # `docker push` needs a local tag; remove ours if the push fails
     image.tag(repo, tag)
-    for attempt in range(1, attempts + 1):
-        try:
-            return _push_once(client, repo, tag, auth, layers)
-        except TransientPushError as exc:
-            if attempt == attempts:
-                raise StackError(f"registry {registry_host(repo)} unreachable: {exc}",
-                                 hint="check the registry address and that it is up; nothing was tagged there") from None
-            delay = backoff * 2 ** (attempt - 1)
-            step(f"transient error ({exc}); retry {attempt}/{attempts - 1} in {delay:.0f}s")
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+    try:
+        for attempt in range(1, attempts + 1):
+            try:
+                return _push_once(client, repo, tag, auth, layers)
+            except TransientPushError as exc:
+                if attempt == attempts:
+                    raise StackError(f"registry {registry_host(repo)} unreachable: {exc}",
+                                     hint="check the registry address and that it is up; nothing was tagged there") from None
+                delay = backoff * 2 ** (attempt - 1)
+                step(f"transient error ({exc}); retry {attempt}/{attempts - 1} in {delay:.0f}s")
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+    except BaseException:
+        if created:
+            client.api.remove_image(ref, noprune=True)
+        raise
 
 
 def _push_once(client, repo: str, tag: str, auth: dict | None, layers: dict[str, int]) -> int:
@@ -219,9 +269,9 @@ def _push_once(client, repo: str, tag: str, auth: dict | None, layers: dict[str,
             elif layer and status in ("Layer already exists", "Mounted from"):
                 present.add(layer)
     except APIError as exc:
-        _raise_push_error(repo, str(exc.explanation or exc))
-    except RequestsConnectionError as exc:
-        raise TransientPushError(str(exc)) from None
+        _raise_push_error(repo, str(exc.explanation or exc), exc.status_code)
+    except RequestsConnectionError as exc:  # the engine's socket dropped mid-stream: no answer, retried
+        raise TransientPushError(first_line(exc)) from None
     total_sent = sum(layer_sizes.get(layer, 0) for layer in sent)
     step(f"  {tag}: {len(sent)} layers sent ({_size(total_sent)}), {len(present - sent)} already in the registry")
     return total_sent
@@ -231,14 +281,14 @@ def _size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
-def _raise_push_error(repo: str, message: str):
-    lowered = message.lower()
-    if any(word in lowered for word in _AUTH):
+def _raise_push_error(repo: str, message: str, status: int | None = None):
+    kind = classify_registry_error(message, status)
+    if kind == "auth":
         raise StackError(
             f"registry {registry_host(repo)} refused the login: {first_line(message)}",
             hint=f"set {USER_ENV}/{PASSWORD_ENV}, or `docker login {registry_host(repo)}`; nothing was tagged",
         )
-    if any(word in lowered for word in _TRANSIENT):
+    if kind == "transient":
         raise TransientPushError(first_line(message))
     raise StackError(f"push to {repo} failed: {first_line(message)}",
                      hint="no human tag was moved; fix the cause and push again")
@@ -263,9 +313,10 @@ def _remote_digest(client, ref: str, auth: dict | None, missing_ok: bool = False
         data = client.api.inspect_distribution(ref, auth_config=auth)
     except APIError as exc:
         text = str(exc.explanation or exc)
-        if missing_ok and any(word in text.lower() for word in ("not found", "manifest unknown", "404")):
+        if missing_ok and exc.status_code == 404:  # the daemon maps "manifest unknown" to 404
             return None
-        if any(word in text.lower() for word in _AUTH):
-            _raise_push_error(ref.rsplit(":", 1)[0], text)
-        raise StackError(f"cannot read {ref} from the registry: {text}", hint="no human tag was moved") from None
+        if classify_registry_error(text, exc.status_code if exc.status_code in AUTH_STATUSES else None) == "auth":
+            _raise_push_error(ref.rsplit(":", 1)[0], text, exc.status_code)
+        raise StackError(f"cannot read {ref} from the registry: {first_line(text)}",
+                         hint="no human tag was moved") from None
     return (data.get("Descriptor") or {}).get("digest")

@@ -17,12 +17,23 @@ def invoke(*args, env=None, timeout=120):
 
 
 def assert_clean_error(result, cause):
+    _keep_output(result)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     errors = [i for i, line in enumerate(lines) if line.startswith("error: ")]
     assert len(errors) == 1 and cause in lines[errors[0]], result.stderr
     assert lines[errors[0] + 1].startswith("hint: ") and errors[0] + 2 == len(lines), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _keep_output(result) -> None:
+    """With SKYRL_STACK_CAPTURE_DIR set, keep each bad-input run's output for `grep -rn Traceback`."""
+    folder = os.environ.get("SKYRL_STACK_CAPTURE_DIR")
+    if folder:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "invoke").split(" ")[0].split("::")[-1]
+        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in test)[:120]
+        with open(os.path.join(folder, f"{name}.txt"), "w") as out:
+            out.write(f"$ {' '.join(result.args)}\nexit {result.returncode}\n{result.stdout}{result.stderr}")
 
 
 def test_invoke_list_imports_no_heavy_library():
@@ -35,22 +46,26 @@ def test_invoke_list_imports_no_heavy_library():
     assert result.stdout.strip().splitlines()[-1] == "HEAVY []"
 
 
+@pytest.mark.reliability("bad input", "`invoke build --variant tensorrt`", "one `error:`/`hint:` pair, exit 1, nothing built")
 def test_unknown_variant(state_dir):
     assert_clean_error(invoke("build", "--variant", "tensorrt"), "unknown variant 'tensorrt'")
     assert not (state_dir / "builds").exists()
 
 
+@pytest.mark.reliability("bad input", "`invoke build --repository Bad/Repo:tag`", "one `error:`/`hint:` pair, exit 1, nothing built")
 def test_malformed_repository(state_dir):
     assert_clean_error(invoke("build", "--variant", "rehearsal", "--repository", "Bad/Repo:tag"),
                        "malformed image repository")
     assert not (state_dir / "builds").exists()
 
 
+@pytest.mark.reliability("bad input", "`invoke build --ca-bundle /nonexistent.pem`", "one `error:`/`hint:` pair, exit 1")
 def test_missing_ca_bundle(state_dir):
     assert_clean_error(invoke("build", "--variant", "rehearsal", "--ca-bundle", "/nonexistent.pem"),
                        "CA bundle not found")
 
 
+@pytest.mark.reliability("fault", "`invoke build` / `invoke push` with no Docker daemon", "`error: cannot reach the Docker daemon`, exit 1")
 @pytest.mark.parametrize("task", [["build", "--variant", "rehearsal"], ["push", "--variant", "rehearsal"]])
 def test_docker_daemon_not_running(task, state_dir, tmp_path):
     if task[0] == "push":  # push needs a record to get as far as the engine
@@ -72,5 +87,32 @@ def test_invoke_lint_passes_on_the_project():
     assert "lint: all clean" in result.stderr
 
 
+@pytest.mark.reliability("bad input", "`invoke test --suite everything`", "one `error:`/`hint:` pair, exit 1")
 def test_unknown_test_suite():
     assert_clean_error(invoke("test", "--suite", "everything"), "unknown test suite 'everything'")
+
+
+@pytest.mark.reliability("fault", "`invoke status` / `invoke logs` with no SkyPilot API server (local one disabled)",
+                         "`error: no SkyPilot API server`, hint `sky api login -e ENDPOINT`, exit 1")
+@pytest.mark.parametrize("task", [["status"], ["logs", "--cluster", "c1"]])
+def test_no_skypilot_api_server(task):
+    """The real `invoke` and SkyPilot, nothing replaced: SkyPilot raises a plain RuntimeError here."""
+    result = invoke(*task, env={"SKYPILOT_DISABLE_LOCAL_API_SERVER": "1"})
+    assert_clean_error(result, "no SkyPilot API server")
+    assert "sky api login -e ENDPOINT" in result.stderr
+
+
+@pytest.mark.reliability("fault", "`invoke status` with an API server endpoint that does not answer",
+                         "`error: cannot reach the SkyPilot API server`, hint `sky api start`, exit 1")
+def test_skypilot_api_server_not_answering():
+    from tests.support.registry import free_port
+
+    result = invoke("status", env={"SKYPILOT_API_SERVER_ENDPOINT": f"http://127.0.0.1:{free_port()}"})
+    assert_clean_error(result, "cannot reach the SkyPilot API server")
+
+
+def test_readme_reliability_table_is_generated():
+    """README's table is what scripts/reliability_table.py makes from the tests' marks, nothing by hand."""
+    result = subprocess.run([sys.executable, "scripts/reliability_table.py", "--check"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+    assert result.returncode == 0, result.stderr

@@ -52,7 +52,7 @@ def test_partial_passing_run_does_not_count(state_dir):
 
 def test_everything_skipped_is_not_a_pass(state_dir):
     _record(_report(passed=0, skipped=10))
-    with pytest.raises(StackError):
+    with pytest.raises(StackError, match="refused: "):
         smoke_gate.require_passed(DIGEST)
 
 

@@ -146,7 +146,7 @@ def test_outputs_feed_push_render_and_skypilot_config(aws, state_dir):
     from skyrl_stack import aws_stack, ecr
     from skyrl_stack.errors import StackError
 
-    with pytest.raises(StackError) as missing:
+    with pytest.raises(StackError, match="no AWS registry stack recorded") as missing:
         aws_stack.ecr_repository_uri()
     assert missing.value.hint.startswith("run: invoke infra.up --cloud aws")
 
@@ -254,7 +254,7 @@ def test_stack_in_failed_or_busy_state_is_refused(status):
     from skyrl_stack.aws_stack import check_updatable
     from skyrl_stack.errors import StackError
 
-    with pytest.raises(StackError) as refused:
+    with pytest.raises(StackError, match=rf"stack \S+ in \S+ is (in state {status}|busy \({status}\))") as refused:
         check_updatable({"StackName": STACK, "StackStatus": status}, REGION)
     assert status in refused.value.message
     assert refused.value.hint

@@ -27,5 +27,5 @@ def test_schema_check_can_fail():
     """The check above means something: a misspelt key is rejected by SkyPilot's schema."""
     config = yaml.safe_load(CONFIG.read_text())
     config["aws"]["remote_identiy"] = config["aws"].pop("remote_identity")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="remote_identiy"):
         validate_skypilot_config(config)

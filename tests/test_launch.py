@@ -1,11 +1,15 @@
 """`invoke launch/status/logs/down` through SkyPilot's SDK.
 
-No cloud can be reached here, so these tests replace only the SDK calls that
-would talk to SkyPilot's API server (sky.launch, sky.stream_and_get,
-sky.tail_logs, sky.down) and assert on the real sky.Task built from the
-rendered YAML. The smoke gate, renderer and SkyPilot's parser are real.
+No SkyPilot API server or cloud can be reached here, so these tests replace
+one function, launcher._request (where every request would go to the API
+server), and assert on what our code computed: the real sky.Task built from
+the rendered YAML, the table printed from SkyPilot's own StatusResponse
+objects, the exit code passed on, the one-line errors made from SkyPilot's
+own exception classes. The smoke gate, renderer and SkyPilot's parser are real.
 """
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -18,38 +22,26 @@ from tests.test_render import FAKE_DIGEST, FAKE_REPO, _invoke, fake_record, no_s
 
 @pytest.fixture
 def sdk(monkeypatch, tmp_path):
-    """Fake only the SDK calls; record what they received."""
-    import sky
+    """Replace launcher._request, the one seam to SkyPilot's API server.
 
-    calls = {}
+    `sdk.answers[name]` is what the server would answer (an exception is raised
+    as SkyPilot's SDK raises it); `sdk.calls[name]` records (args, kwargs)."""
 
-    def fake_launch(task, **kwargs):
-        calls["launch"] = (task, kwargs)
-        return "request-1"
+    class Server:
+        calls: dict = {}
+        answers: dict = {"launch": (7, None), "tail_logs": 0, "down": None, "status": [], "optimize": None}
 
-    def fake_stream_and_get(request):
-        calls.setdefault("stream", []).append(request)
-        return (7, None) if request == "request-1" else None
+    def fake_request(name, *args, **kwargs):
+        Server.calls[name] = (args, kwargs)
+        answer = Server.answers[name]
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
 
-    def fake_tail_logs(cluster, job_id, follow):
-        calls["tail"] = (cluster, job_id, follow)
-        return 0
-
-    def fake_down(cluster):
-        calls["down"] = cluster
-        return "request-down"
-
-    def fake_optimize(dag):
-        calls["optimize"] = dag
-        return "request-optimize"
-
-    monkeypatch.setattr(sky, "launch", fake_launch)
-    monkeypatch.setattr(sky, "stream_and_get", fake_stream_and_get)
-    monkeypatch.setattr(sky, "tail_logs", fake_tail_logs)
-    monkeypatch.setattr(sky, "down", fake_down)
-    monkeypatch.setattr(sky, "optimize", fake_optimize)
+    Server.calls, Server.answers = {}, dict(Server.answers)
+    monkeypatch.setattr(launcher, "_request", fake_request)
     monkeypatch.chdir(tmp_path)  # rendered files land in tmp_path/skypilot
-    return calls
+    return Server
 
 
 def passed_smoke(digest=FAKE_DIGEST):
@@ -65,7 +57,7 @@ def test_launch_hands_the_rendered_task_to_sky_launch(state_dir, sdk, monkeypatc
     spec = build_spec("vllm", cloud="aws/us-east-1", nodes=2, sets=["trainer.epochs=1"])
     code = launcher.launch(spec, cluster="c1", autostop=30, down=True, env_overrides={"SKYRL_RAY_JOIN_TIMEOUT": "90"})
     assert code == 0
-    task, kwargs = sdk["launch"]
+    (task,), kwargs = sdk.calls["launch"]
     assert kwargs == {"cluster_name": "c1", "dryrun": False, "idle_minutes_to_autostop": 30, "down": True}
     assert task.num_nodes == 2 and task.setup is None
     (resources,) = task.resources
@@ -74,7 +66,7 @@ def test_launch_hands_the_rendered_task_to_sky_launch(state_dir, sdk, monkeypatc
     assert task.envs["INFERENCE_BACKEND"] == "vllm" and task.envs["SKYRL_RAY_JOIN_TIMEOUT"] == "90"
     assert task.secrets["WANDB_API_KEY"].get_secret_value() == "wandb-key-for-test"
     assert "trainer.epochs=1" in task.run and "skyrl-ray-up --port 6479" in task.run
-    assert sdk["tail"] == ("c1", 7, True)
+    assert sdk.calls["tail_logs"] == (("c1", 7, True), {})  # follows the job id the launch returned
     # the file SkyPilot got is on disk and carries no secret value
     assert "wandb-key-for-test" not in (state_dir.parent / "skypilot" / "vllm-aws-2n.yaml").read_text()
 
@@ -85,10 +77,10 @@ def test_registry_password_is_passed_as_a_secret(state_dir, sdk, monkeypatch):
     monkeypatch.setenv("REG_PASSWORD", "registry-password")
     spec = build_spec("sglang", cloud="gcp", logger="console", registry_login="ci:REG_PASSWORD@ghcr.io")
     launcher.launch(spec, cluster="c2", detach=True)
-    task, _ = sdk["launch"]
+    (task,), _ = sdk.calls["launch"]
     assert {k: v.get_secret_value() for k, v in task.secrets.items()} == {
         "SKYPILOT_DOCKER_USERNAME": "ci", "SKYPILOT_DOCKER_PASSWORD": "registry-password", "SKYPILOT_DOCKER_SERVER": "ghcr.io"}
-    assert "tail" not in sdk  # detached: no log following
+    assert "tail_logs" not in sdk.calls  # detached: no log following
 
 
 def test_launch_refuses_a_digest_without_a_passing_smoke_run(state_dir, sdk, monkeypatch, capsys):
@@ -97,17 +89,17 @@ def test_launch_refuses_a_digest_without_a_passing_smoke_run(state_dir, sdk, mon
     spec = build_spec("vllm", cloud="aws")
     with pytest.raises(StackError, match="no smoke run"):
         launcher.launch(spec)
-    assert "launch" not in sdk
+    assert "launch" not in sdk.calls
     assert launcher.launch(spec, skip_smoke_gate=True, detach=True) == 0
     assert "WARNING: gate overridden" in capsys.readouterr().err
-    assert "launch" in sdk
+    assert "launch" in sdk.calls
 
 
 def test_dry_run_needs_neither_gate_nor_secrets(state_dir, sdk, monkeypatch):
     fake_record("vllm")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     assert launcher.launch(build_spec("vllm", cloud="azure"), dry_run=True) == 0
-    assert sdk["launch"][1]["dryrun"] is True and "tail" not in sdk
+    assert sdk.calls["launch"][1]["dryrun"] is True and "tail_logs" not in sdk.calls
 
 
 def test_missing_secret_is_one_clear_line(state_dir, sdk, monkeypatch):
@@ -116,7 +108,7 @@ def test_missing_secret_is_one_clear_line(state_dir, sdk, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     with pytest.raises(StackError, match="WANDB_API_KEY is not set") as err:
         launcher.launch(build_spec("vllm", cloud="aws"))
-    assert "--logger console" in err.value.hint and "launch" not in sdk
+    assert "--logger console" in err.value.hint and "launch" not in sdk.calls
 
 
 def test_image_in_a_local_registry_is_refused(state_dir, sdk):
@@ -127,26 +119,22 @@ def test_image_in_a_local_registry_is_refused(state_dir, sdk):
 
 
 def test_missing_cloud_credentials_give_the_sky_check_hint(state_dir, sdk, monkeypatch):
-    import sky
     from sky import exceptions
 
     fake_record("vllm")
     passed_smoke()
     monkeypatch.setenv("WANDB_API_KEY", "k")
-
-    def no_access(task, **kwargs):
-        raise exceptions.NoCloudAccessError("Cloud access is not set up. Run: sky check")
-
-    monkeypatch.setattr(sky, "launch", no_access)
-    with pytest.raises(StackError) as err:
+    sdk.answers["launch"] = exceptions.NoCloudAccessError("Cloud access is not set up. Run: sky check")
+    with pytest.raises(StackError, match="cannot launch on lambda") as err:
         launcher.launch(build_spec("vllm", cloud="lambda"))
     assert err.value.message == "SkyPilot cannot launch on lambda: Cloud access is not set up. Run: sky check"
     assert "`sky check lambda`" in err.value.hint
 
 
-def test_down_calls_sky_down(sdk):
+def test_down_calls_sky_down(sdk, capsys):
     launcher.down("skyrl-vllm")
-    assert sdk["down"] == "skyrl-vllm" and sdk["stream"] == ["request-down"]
+    assert sdk.calls["down"] == (("skyrl-vllm",), {})
+    assert "skyrl-vllm is down" in capsys.readouterr().err
 
 
 def test_invoke_launch_unknown_cloud(state_dir, tmp_path):
@@ -165,10 +153,10 @@ def test_image_by_tag_launches_with_both_overrides(state_dir, sdk, monkeypatch, 
     spec = build_spec("vllm", cloud="aws", image=image, allow_tag=True)
     with pytest.raises(StackError, match="not an image digest"):
         launcher.launch(spec, detach=True)
-    assert "launch" not in sdk
+    assert "launch" not in sdk.calls
     assert launcher.launch(spec, detach=True, skip_smoke_gate=True) == 0
     assert f"gate overridden: launch goes ahead with {image}" in capsys.readouterr().err
-    (resources,) = sdk["launch"][0].resources
+    (resources,) = sdk.calls["launch"][0][0].resources
     assert resources.extract_docker_image() == image
 
 
@@ -189,7 +177,7 @@ def test_env_values_stay_out_of_the_rendered_file(state_dir, sdk, monkeypatch):
     text = (state_dir.parent / "skypilot" / "vllm-aws-1n.yaml").read_text()
     assert "hf_secret_value_123" not in text and "other-secret-456" not in text
     assert "HF_TOKEN=<redacted>" in text
-    task, _ = sdk["launch"]
+    (task,), _ = sdk.calls["launch"]
     assert task.envs["HF_TOKEN"] == "hf_secret_value_123"  # the value still reaches SkyPilot
 
 
@@ -202,7 +190,7 @@ def test_local_cloud_refuses_options_it_cannot_honour(state_dir, sdk, kwargs, fl
     """Refused before anything is rendered or started (no engine is touched)."""
     fake_record("rehearsal", pushed=False)
     spec = build_spec("rehearsal", cloud="local", nodes=2)
-    with pytest.raises(StackError) as err:
+    with pytest.raises(StackError, match="not apply to --cloud local") as err:
         launcher.launch(spec, **kwargs)
     assert err.value.message == f"{flags} not apply to --cloud local"
     assert "invoke render --cloud local" in err.value.hint
@@ -242,13 +230,14 @@ def test_launch_shows_skypilots_plan_and_asks_first(state_dir, sdk, monkeypatch,
     spec = build_spec("vllm", cloud="aws", nodes=2)
     if launched:
         assert launcher.launch(spec, cluster="c3", detach=True, confirm=True) == 0
-        assert "launch" in sdk
+        assert "launch" in sdk.calls
     else:
         with pytest.raises(StackError, match="^launch of c3 not confirmed: nothing was launched$"):
             launcher.launch(spec, cluster="c3", detach=True, confirm=True)
-        assert "launch" not in sdk
-    (task,) = sdk["optimize"].tasks  # the task SkyPilot planned is the rendered one
-    assert task.num_nodes == 2 and "request-optimize" in sdk["stream"]
+        assert "launch" not in sdk.calls
+    ((dag,), _) = sdk.calls["optimize"]
+    (task,) = dag.tasks  # the task SkyPilot planned is the rendered one
+    assert task.num_nodes == 2
     assert questions == ["Launch c3 with this plan (COST is $ per hour for all 2 node(s))? [y/N] "]
 
 
@@ -259,4 +248,83 @@ def test_launch_without_a_terminal_needs_yes(state_dir, sdk, monkeypatch):
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)
     with pytest.raises(StackError, match="stdin is not a terminal") as err:
         launcher.launch(build_spec("vllm", cloud="aws"), confirm=True)
-    assert "--yes" in err.value.hint and "optimize" not in sdk and "launch" not in sdk
+    assert "--yes" in err.value.hint and "optimize" not in sdk.calls and "launch" not in sdk.calls
+
+
+def _status_response(name, status, resources):
+    """What SkyPilot's API server answers to sky.status, built with SkyPilot's own response model
+    (sky/schemas/api/responses.py StatusResponse), so a field we read that does not exist fails here."""
+    from sky.schemas.api.responses import StatusResponse
+    from sky.utils.status_lib import ClusterStatus
+
+    return StatusResponse(name=name, launched_at=0, status=ClusterStatus[status], autostop=-1, to_down=False,
+                          cluster_hash="h", cluster_ever_up=True, user_hash="u", user_name="me", workspace="default",
+                          is_managed=False, nodes=2, resources_str=resources)
+
+
+def test_status_prints_each_cluster_from_skypilots_answer(sdk, capsys):
+    sdk.answers["status"] = [_status_response("skyrl-vllm", "UP", "2x AWS(p5.48xlarge, {'H100': 8})"),
+                             _status_response("skyrl-sglang", "STOPPED", "1x GCP(a3-highgpu-8g)")]
+    rows = launcher.status()
+    assert sdk.calls["status"] == ((), {"cluster_names": None})
+    assert rows == [{"name": "skyrl-vllm", "status": "UP", "resources": "2x AWS(p5.48xlarge, {'H100': 8})"},
+                    {"name": "skyrl-sglang", "status": "STOPPED", "resources": "1x GCP(a3-highgpu-8g)"}]
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["skyrl-vllm", "UP", "2x", "AWS(p5.48xlarge,", "{'H100':", "8})"]
+    assert out[1].split()[:2] == ["skyrl-sglang", "STOPPED"]
+
+
+def test_status_of_one_missing_cluster_says_so(sdk, capsys):
+    assert launcher.status("nope") == []
+    assert sdk.calls["status"] == ((), {"cluster_names": ["nope"]})
+    assert capsys.readouterr().out.strip() == "no clusters named nope"
+
+
+def test_logs_passes_the_job_exit_code_on(sdk):
+    """`invoke logs` exits with the job's code: SkyPilot's tail_logs returns it."""
+    sdk.answers["tail_logs"] = 3
+    assert launcher.logs("c1", job_id="4", follow=False) == 3
+    assert sdk.calls["tail_logs"] == (("c1", 4, False), {})
+    sdk.answers["tail_logs"] = None  # SkyPilot returns None for a job without an exit code yet
+    assert launcher.logs("c1") == 0 and sdk.calls["tail_logs"] == (("c1", None, True), {})
+
+
+# SkyPilot's exceptions as sky/optimizer.py and sky/server/common.py raise them (0.14.1; messages
+# transcribed, the optimizer's colorama codes included), and the hint each must get.
+def _sky_errors():
+    from sky import exceptions as e
+
+    return [
+        ("not enabled", e.ResourcesUnavailableError(
+            "Task requires AWS which is not enabled. To enable access, change the task cloud requirement or run: "
+            "\x1b[1msky check aws\x1b[0m"), "SkyPilot cannot launch on aws", "`sky check aws`"),
+        ("no match", e.ResourcesUnavailableError(
+            "No launchable resource found for task None. To fix: relax its resource requirements.\n"
+            "Hint: 'sky gpus list --all' to list available accelerators.\n      'sky check' to check the enabled "
+            "clouds."), "no aws resources match the task: No launchable resource found", "sky gpus list --all"),
+        ("no capacity", e.ResourcesUnavailableError("Failed to provision all possible launchable resources.",
+                                                    failover_history=[RuntimeError("InsufficientInstanceCapacity")]),
+         "no capacity on aws", "another region"),
+        ("accelerator count", e.ResourcesUnavailableError(
+            "Catalog does not contain any instances satisfying the request: H100:3."), "no aws resources match",
+         "--gpus"),
+        ("no cloud", e.NoCloudAccessError("Cloud access is not set up."), "cannot launch on aws", "`sky check aws`"),
+        ("server down", e.ApiServerConnectionError("http://127.0.0.1:46580"), "cannot reach the SkyPilot API server",
+         "sky api start"),
+        ("server login", e.ApiServerAuthenticationError("http://x"), "wants a login", "sky api login"),
+        ("no cluster", e.ClusterDoesNotExist("Cluster 'c9' does not exist."), "SkyPilot: Cluster 'c9' does not exist.",
+         "invoke status"),
+        ("other", ValueError("\x1b[31mboom\x1b[0m\nsecond line"), "SkyPilot failed: boom second line", "sky api logs"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(9))
+def test_skypilot_errors_are_mapped_by_class(case, state_dir, sdk, monkeypatch):
+    label, exc, message, hint = _sky_errors()[case]
+    sdk.answers["launch"] = exc
+    fake_record("vllm")
+    with pytest.raises(StackError, match=re.escape(message)) as err:
+        launcher.launch(build_spec("vllm", cloud="aws"), dry_run=True)
+    assert hint in err.value.hint, label
+    assert "\x1b" not in err.value.render() and "\n" not in err.value.message
+

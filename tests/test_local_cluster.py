@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import secrets
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -55,8 +53,8 @@ def rehearsal_task(rehearsal_image):
 
 @pytest.fixture(scope="module")
 def compose(rehearsal_image):
-    """pytest-docker services from tests/compose, with a unique project name and subnet."""
-    net = f"10.{random.randint(200, 250)}.{random.randint(0, 255)}"
+    """pytest-docker services from tests/compose, with a unique project name and a free subnet."""
+    net = _free_subnet()
     os.environ["SKYRL_TEST_IMAGE"] = rehearsal_image.ref
     os.environ["SKYRL_TEST_NET"] = net
     project = f"skyrl-local-test-{os.getpid()}-{secrets.token_hex(3)}"
@@ -68,6 +66,24 @@ def compose(rehearsal_image):
         os.environ.pop("SKYRL_TEST_NET", None)
 
 
+def _free_subnet() -> str:
+    """The first 10.2xx.y.0/24 that no network on the engine uses (a random pick could collide
+    with another run's network and fail `compose up` with "Pool overlaps")."""
+    import ipaddress
+
+    from skyrl_stack.engine import client
+
+    taken = [ipaddress.ip_network(config["Subnet"], strict=False)
+             for network in client().networks.list(greedy=True)
+             for config in ((network.attrs.get("IPAM") or {}).get("Config") or []) if "Subnet" in config]
+    for second in range(200, 251):
+        for third in range(256):
+            candidate = ipaddress.ip_network(f"10.{second}.{third}.0/24")
+            if not any(candidate.overlaps(net) for net in taken if net.version == 4):
+                return f"10.{second}.{third}"
+    raise RuntimeError("no free 10.200-250.x.0/24 subnet on the engine")
+
+
 def _container(project, service):
     from skyrl_stack.engine import client
 
@@ -77,9 +93,8 @@ def _container(project, service):
 
 
 def _run(project, service, script, env, results):
-    started = time.monotonic()
     code, output = _container(project, service).exec_run(["/bin/bash", "-c", script], environment=env)
-    results[service] = (code, output.decode(errors="replace"), time.monotonic() - started)
+    results[service] = (code, output.decode(errors="replace"))
 
 
 @pytest.mark.container
@@ -92,8 +107,8 @@ def test_two_nodes_form_one_ray_cluster_and_run_the_job(compose, rehearsal_task)
         thread.start()
     for thread in threads:
         thread.join(180)
-    head_code, head_out, _ = results["a0"]
-    worker_code, worker_out, _ = results["a1"]
+    head_code, head_out = results["a0"]
+    worker_code, worker_out = results["a1"]
     assert head_code == 0, head_out
     assert "all 2 nodes joined" in head_out and "rehearsal job: OK on 2 nodes" in head_out
     assert worker_code == 0, worker_out  # rank 1 joins and exits cleanly
@@ -113,10 +128,10 @@ def test_two_nodes_form_one_ray_cluster_and_run_the_job(compose, rehearsal_task)
     # `sky exec` / a second `sky launch` runs `run:` again on the formed cluster:
     # the worker finds itself in place instead of starting a second raylet.
     _run(compose.project, "a1", config["run"], config["envs"], results)
-    code, out_again, seconds = results["a1"]
+    code, out_again = results["a1"]
     assert code == 0, out_again
     assert f"rank 1: already in the Ray cluster at {compose.net}.10:{load_pins().ray_port}" in out_again
-    assert "joining" not in out_again and seconds < 30
+    assert "joining" not in out_again  # no second join (which would wait for the join timeout)
     code, out = _container(compose.project, "a0").exec_run(["/opt/skyrl/venv/bin/python", "-c", probe])
     assert code == 0, out
     # a list, not a dict: a second raylet would show as a second entry for the same IP
@@ -131,10 +146,9 @@ def test_head_times_out_clearly_when_the_worker_is_gone(compose, rehearsal_task)
                    check=True, capture_output=True)
     results = {}
     _run(compose.project, "b0", config["run"], {**config["envs"], "SKYRL_RAY_JOIN_TIMEOUT": "8"}, results)
-    code, out, seconds = results["b0"]
+    code, out = results["b0"]
     assert code != 0
     assert (f"timed out after 8s waiting for Ray nodes: 1 of 2 joined (missing: {compose.net}.21)") in out
-    assert seconds < 60
     assert "rehearsal job" not in out
 
 

@@ -1,18 +1,20 @@
 """`invoke push` against a real registry process (htpasswd auth) and the real engine."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
 import pytest
 
 from skyrl_stack.errors import StackError
-from skyrl_stack.push import PASSWORD_ENV, USER_ENV, content_tag, push_variant
+from skyrl_stack.push import PASSWORD_ENV, USER_ENV, classify_registry_error, content_tag, push_variant
 from skyrl_stack.records import load_build_record
+from tests.support.faults import Fault, FaultProxy
 from tests.support.registry import free_port
 
-pytestmark = pytest.mark.container
 REPO_NAME = "team/skyrl-stack"
+container = pytest.mark.container
 
 
 @pytest.fixture
@@ -28,6 +30,7 @@ def login(monkeypatch, registry):
     monkeypatch.setenv(PASSWORD_ENV, registry.password)
 
 
+@container
 def test_push_digest_first_then_tags_and_pull_back_by_digest(built, registry, login):
     """Gate overridden on purpose: the smoke gate has its own tests; this one is about the transfer."""
     repo = f"{registry.host}/{REPO_NAME}"
@@ -58,12 +61,14 @@ def test_push_digest_first_then_tags_and_pull_back_by_digest(built, registry, lo
         subprocess.run(["docker", "tag", built.digest, ref], check=True)
 
 
+@container
 def test_gate_refuses_push_without_a_smoke_run_and_nothing_reaches_the_registry(built, registry, login):
     with pytest.raises(StackError, match="refused: no smoke run"):
         push_variant("rehearsal", repository=f"{registry.host}/{REPO_NAME}")
     assert registry.tags(REPO_NAME) == []
 
 
+@container
 def test_wrong_password_moves_no_tag(built, registry, monkeypatch):
     monkeypatch.setenv(USER_ENV, registry.user)
     monkeypatch.setenv(PASSWORD_ENV, "wrong")
@@ -74,15 +79,111 @@ def test_wrong_password_moves_no_tag(built, registry, monkeypatch):
     assert load_build_record("rehearsal").pushed == {}
 
 
-def test_registry_down_is_retried_then_reported(built, monkeypatch):
+@container
+@pytest.mark.reliability("fault", "registry not listening (connection refused)",
+                         "retried, then `error: registry ... unreachable`; no local tag left behind")
+def test_registry_down_is_retried_then_reported(built, monkeypatch, capsys):
     monkeypatch.setenv(USER_ENV, "u")
     monkeypatch.setenv(PASSWORD_ENV, "p")
+    repo = f"127.0.0.1:{free_port()}/{REPO_NAME}"
     with pytest.raises(StackError, match="unreachable"):
-        push_variant("rehearsal", repository=f"127.0.0.1:{free_port()}/{REPO_NAME}", override_gate=True,
-                     attempts=2, backoff_seconds=0.01)
+        push_variant("rehearsal", repository=repo, override_gate=True, attempts=2, backoff_seconds=0.01)
     assert load_build_record("rehearsal").pushed == {}
+    assert "retry 1/1" in capsys.readouterr().err
+    assert _local_tags(built.digest, repo) == []  # the tag made for the push is gone again
 
 
+def _local_tags(digest: str, repo: str) -> list[str]:
+    tags = subprocess.run(["docker", "image", "inspect", "--format", "{{json .RepoTags}}", digest],
+                          capture_output=True, text=True, check=True).stdout
+    return [t for t in json.loads(tags) if t.startswith(repo + ":")]
+
+
+# Messages exactly as docker 26.1 (containerd store) reported them for faults injected with
+# tests/support/faults.py, plus the graph-driver store's format; the URLs are shortened.
+@pytest.mark.parametrize("message, status, kind", [
+    ('failed commit on ref "layer-sha256:b52f": failed to do request: Put "http://127.0.0.1:42065/v2/t/x/blobs/'
+     'uploads/0242?digest=sha256%3Ab52f": read tcp 127.0.0.1:59856->127.0.0.1:42065: read: connection reset by peer',
+     None, "transient"),
+    ('failed to do request: Head "https://127.0.0.1:57217/v2/t/x/blobs/sha256:f1ba": dial tcp 127.0.0.1:57217: '
+     'connect: connection refused', None, "transient"),
+    ('failed to do request: Put "http://r/v2/t/x/blobs/uploads/1": some socket text no list could know', None,
+     "transient"),
+    ('failed commit on ref "layer-sha256:b52f": unexpected status from PUT request to http://127.0.0.1:37451/v2/t/'
+     'x/blobs/uploads/4c7b?digest=sha256%3Ab52f: 500 Internal Server Error', None, "transient"),
+    ("unexpected status from PUT request to http://r/v2/t/x/blobs/uploads/1: 503 Service Unavailable", None,
+     "transient"),
+    ("received unexpected HTTP status: 502 Bad Gateway", None, "transient"),
+    ("toomanyrequests: You have reached your pull rate limit", None, "transient"),
+    ('failed commit on ref "config-sha256:f1ba": unexpected status from PUT request to http://127.0.0.1:37855/v2/t/x/'
+     'blobs/uploads/1cb7?digest=sha256%3Af1ba: 401 Unauthorized', None, "auth"),
+    ("unexpected status from HEAD request to http://r/v2/t/x/blobs/sha256:f1ba: 403 Forbidden", None, "auth"),
+    ("unauthorized: authentication required", 401, "auth"),
+    ("denied: requested access to the resource is denied", None, "auth"),
+    ('failed to do request: Head "https://r/v2/": tls: failed to verify certificate: x509: certificate signed by '
+     'unknown authority', None, "permanent"),
+    ("unexpected status from PUT request to http://r/v2/t/x/manifests/a: 400 Bad Request", None, "permanent"),
+    ("manifest unknown: manifest unknown", 404, "permanent"),
+    # A word list would have retried this one (it contains "timeout"); nothing in it is a transport failure.
+    ("invalid tag: skyrl-timeout-test is not allowed by the registry policy", None, "permanent"),
+])
+def test_registry_errors_are_classified_by_status_and_structure(message, status, kind):
+    assert classify_registry_error(message, status) == kind
+
+
+@container
+@pytest.mark.reliability("fault", "registry resets the connection on the first blob upload, then recovers",
+                         "retried; the push completes and the digest the registry reports is verified")
+def test_reset_connection_on_a_blob_upload_is_retried_and_the_digest_verified(built, registry, login, capsys):
+    with FaultProxy(registry.host, Fault("reset", count=1)) as proxy:
+        repo = f"{proxy.host}/{REPO_NAME}"
+        record = push_variant("rehearsal", repository=repo, override_gate=True, backoff_seconds=0.05)
+    assert len(proxy.faults_injected) == 1 and proxy.faults_injected[0].startswith("reset ")
+    assert "retry 1/3" in capsys.readouterr().err
+    assert record.pushed["ref"] == f"{repo}@{built.digest}"
+    assert registry.manifest_digest(REPO_NAME, content_tag("rehearsal", built.digest)) == built.digest
+    assert registry.manifest_digest(REPO_NAME, "rehearsal-latest") == built.digest
+
+
+@container
+@pytest.mark.reliability("fault", "registry answers 500 to the first blob upload, then recovers",
+                         "retried; the push completes, digest verified")
+def test_500_on_a_blob_upload_is_retried(built, registry, login, capsys):
+    with FaultProxy(registry.host, Fault(500, count=1)) as proxy:
+        record = push_variant("rehearsal", repository=f"{proxy.host}/{REPO_NAME}", override_gate=True,
+                              backoff_seconds=0.05)
+    assert len(proxy.faults_injected) == 1
+    assert "retry 1/3" in capsys.readouterr().err
+    assert registry.manifest_digest(REPO_NAME, content_tag("rehearsal", built.digest)) == record.digest
+
+
+@container
+@pytest.mark.reliability("fault", "registry answers 401 to a blob upload (once, then would accept)",
+                         "not retried: `error: registry ... refused the login`; no tag moved, no local tag left")
+def test_401_on_a_blob_upload_is_not_retried(built, registry, login, capsys):
+    """One 401, then the proxy passes everything: a retry would have succeeded, so the error proves none ran."""
+    with FaultProxy(registry.host, Fault(401, count=1)) as proxy:
+        repo = f"{proxy.host}/{REPO_NAME}"
+        with pytest.raises(StackError, match="refused the login: failed commit on ref"):
+            push_variant("rehearsal", repository=repo, override_gate=True, backoff_seconds=0.05)
+    assert len(proxy.faults_injected) == 1
+    assert "retry" not in capsys.readouterr().err
+    assert registry.tags(REPO_NAME) == [] and load_build_record("rehearsal").pushed == {}
+    assert _local_tags(built.digest, repo) == []
+
+
+@container
+@pytest.mark.reliability("fault", "registry resets every blob upload",
+                         "retried with backoff (4 attempts by default), then `error: registry ... unreachable`; no tag moved or left behind")
+def test_a_registry_that_keeps_resetting_is_given_up_on(built, registry, login):
+    with FaultProxy(registry.host, Fault("reset", count=1000)) as proxy:
+        repo = f"{proxy.host}/{REPO_NAME}"
+        with pytest.raises(StackError, match="unreachable: failed commit on ref .*failed to do request"):
+            push_variant("rehearsal", repository=repo, override_gate=True, attempts=2, backoff_seconds=0.05)
+    assert registry.tags(REPO_NAME) == [] and _local_tags(built.digest, repo) == []
+
+
+@container
 def test_half_given_credentials_are_refused_before_any_network(built, monkeypatch):
     monkeypatch.setenv(USER_ENV, "u")
     monkeypatch.delenv(PASSWORD_ENV, raising=False)
@@ -90,6 +191,7 @@ def test_half_given_credentials_are_refused_before_any_network(built, monkeypatc
         push_variant("rehearsal", repository="127.0.0.1:1/x", override_gate=True)
 
 
+@container
 def test_immutable_registry_refuses_before_sending_when_a_tag_holds_another_digest(built, registry, login):
     """ECR-style immutable tags (the local registry cannot enforce them, so the check is what is tested):
     a second image for the same pins must not move any tag, nor leave half of them moved."""

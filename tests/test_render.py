@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -177,7 +178,7 @@ def test_rehearsal_runs_a_ray_job_and_no_training(state_dir, tmp_path):
 ])
 def test_bad_input_is_one_clear_error(records, tmp_path, monkeypatch, kwargs, message):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(StackError) as err:
+    with pytest.raises(StackError, match=re.escape(message)) as err:
         build_spec(kwargs.pop("variant", "vllm"), **kwargs)
     assert message in err.value.message and "\n" not in err.value.message
     assert err.value.hint
@@ -333,7 +334,7 @@ def test_registry_ecr_refuses_an_image_not_pushed_there(state_dir, tmp_path, mon
         build_spec("vllm", registry="ecr")
     assert "invoke infra.up" in err.value.hint
     record_stack_outputs()
-    with pytest.raises(StackError) as err:
+    with pytest.raises(StackError, match="not in the ECR repository") as err:
         build_spec("vllm", registry="ecr")
     assert err.value.message == f"the vllm image is not in the ECR repository {ECR_REPOSITORY} (it was pushed to {FAKE_REPO})"
     assert err.value.hint == "push it first: invoke push --variant vllm --registry ecr"

@@ -88,7 +88,7 @@ def test_rehearsal_passes_cpu_tiers_and_opens_the_gate(rehearsal_image, state_di
 
 
 def test_defective_image_fails_with_the_checks_named_and_the_gate_refuses(defective_image, state_dir, tmp_path):
-    with pytest.raises(StackError) as caught:
+    with pytest.raises(StackError, match="smoke failed in ") as caught:
         run_smoke(image=defective_image, report_dir=str(tmp_path))
     message = caught.value.message
     for name in ("environment.pinned-packages", "environment.manifest-packages", "environment.skypilot-prereqs"):
@@ -128,7 +128,7 @@ def test_push_refuses_to_move_tags_of_a_digest_whose_smoke_run_failed(defective_
     from skyrl_stack.push import PASSWORD_ENV, USER_ENV, push_variant
     from skyrl_stack.records import BuildRecord
 
-    with pytest.raises(StackError):
+    with pytest.raises(StackError, match="smoke failed in "):
         run_smoke(image=defective_image, report_dir=str(tmp_path))
     digest = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", defective_image],
                             capture_output=True, text=True, check=True).stdout.strip()

@@ -53,8 +53,15 @@ def test_bf16_attention_within_tolerance():
 
 
 def test_all_reduce_across_spawned_processes_with_gloo():
-    seconds = gpu.all_reduce_across_processes(3, "gloo", use_cuda=False, numel=4096)
+    seconds = gpu.all_reduce_across_processes(3, "gloo", use_cuda=False, numel=4096)  # raises unless every sum is 6
     assert seconds > 0
+
+
+def test_all_reduce_with_a_wrong_sum_is_caught():
+    """A collective that returns something other than the sum (here the max: 2 instead of 1 + 2)
+    must fail the check, with the first wrong value and the expected one."""
+    with pytest.raises(Fail, match=r"elements wrong after all-reduce \(first 2\.0, expected 3\.0\)"):
+        gpu.all_reduce_across_processes(2, "gloo", use_cuda=False, numel=16, op="MAX")
 
 
 def test_all_reduce_failure_in_a_rank_is_reported():

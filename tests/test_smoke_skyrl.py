@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import pytest
 
+# hydra-core is a dev dependency: without it this module fails to import (an error, never a silent skip).
+import hydra  # noqa: F401
+
 from skyrl_stack.smoke.skyrl import CONFIG_NAME, check_config, compose
 from skyrl_stack.smoke.suite import Context, Fail
-
-pytest.importorskip("hydra", reason="hydra-core is a dev dependency")
 
 
 @pytest.fixture

@@ -121,7 +121,7 @@ def test_pinned_packages_detect_drift(monkeypatch):
 def test_argument_parsing():
     assert parse_gpus("ALL") == "all" and parse_gpus("2") == "2" and parse_gpus("none") == "none"
     for bad in ("0", "-1", "many"):
-        with pytest.raises(Exception):
+        with pytest.raises(Exception, match=f"--gpus takes all, none or a positive count, not {bad!r}"):
             parse_gpus(bad)
     assert parse_tiers(["ray,environment"]) == ["environment", "ray"]
     assert parse_tiers(None) == list(TIERS)

@@ -168,7 +168,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _all_reduce_worker(rank: int, world_size: int, backend: str, init_method: str, use_cuda: bool, numel: int) -> None:
+def _all_reduce_worker(rank: int, world_size: int, backend: str, init_method: str, use_cuda: bool, numel: int,
+                       op: str = "SUM") -> None:
     """One rank: all-reduce (rank + 1) everywhere; every element must equal the sum over ranks."""
     from datetime import timedelta
 
@@ -183,7 +184,7 @@ def _all_reduce_worker(rank: int, world_size: int, backend: str, init_method: st
                             timeout=timedelta(seconds=NCCL_TIMEOUT_S))
     try:
         tensor = torch.full((numel,), float(rank + 1), device=device)
-        dist.all_reduce(tensor)
+        dist.all_reduce(tensor, op=getattr(dist.ReduceOp, op))
         expected = world_size * (world_size + 1) / 2
         wrong = (tensor != expected).sum().item()
         if wrong:
@@ -195,15 +196,18 @@ def _all_reduce_worker(rank: int, world_size: int, backend: str, init_method: st
 
 
 def all_reduce_across_processes(world_size: int, backend: str, use_cuda: bool,
-                                numel: int = 1 << 22, timeout_s: float = NCCL_TIMEOUT_S) -> float:
-    """Run the all-reduce in `world_size` spawned processes; return seconds, raise Fail on error or hang."""
+                                numel: int = 1 << 22, timeout_s: float = NCCL_TIMEOUT_S, op: str = "SUM") -> float:
+    """Run the all-reduce in `world_size` spawned processes; return seconds, raise Fail on error or hang.
+
+    `op` is the reduction the collective runs; the check always expects the sum, so a
+    test passes another op to show a wrong result is caught (no real backend errs on demand)."""
     import torch.multiprocessing as mp
     from torch.multiprocessing.spawn import ProcessException
 
     init_method = f"tcp://127.0.0.1:{free_port()}"
     started = time.monotonic()
     context = mp.start_processes(
-        _all_reduce_worker, args=(world_size, backend, init_method, use_cuda, numel),
+        _all_reduce_worker, args=(world_size, backend, init_method, use_cuda, numel, op),
         nprocs=world_size, join=False, start_method="spawn",
     )
     deadline = started + timeout_s
