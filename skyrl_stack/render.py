@@ -32,12 +32,17 @@ from skyrl_stack.task_spec import (
     parse_registry_login,
     parse_sets,
     training_overrides,
+    training_values,
+    checkpoints_on_disk,
+    batch_plan,
 )
+from skyrl_stack.training_plan import CKPTS_KEY, DATA_GB, DiskNeed
 
 SKYPILOT_DIR = Path("skypilot")
 # Clouds where SkyPilot implements `network_tier: best` (sky/clouds/*.py).
 NETWORK_TIER_CLOUDS = {"aws", "gcp", "nebius", "kubernetes"}
 # The pinned prod image is tens of GB unpacked; smaller disks fail at pull (skypilot#1506).
+# The image's share of a node's disk (training_plan.DiskNeed adds data and checkpoints).
 MIN_DISK_GB = {True: 100, False: 20}
 # How long the Ray head waits for every node to join (seconds); env-overridable per launch.
 DEFAULT_JOIN_TIMEOUT = 600
@@ -92,15 +97,6 @@ def build_spec(
             f"image {image!r} is not pinned by digest",
             hint="use REPO@sha256:<digest> (invoke build/push record it), or pass --allow-tag to accept a moving tag",
         )
-    try:
-        disk = int(disk_size) if disk_size not in (None, "") else 256
-    except ValueError:
-        disk = 0
-    if disk < MIN_DISK_GB[var.gpu]:
-        raise StackError(
-            f"bad --disk-size {disk_size!r}: the {variant} image needs at least {MIN_DISK_GB[var.gpu]} GB",
-            hint="leave it out for SkyPilot's default of 256 GB",
-        )
     if bucket and not re.match(r"^(s3|gs|r2|cos|oci|https)://[^/\s]+", bucket):
         raise StackError(f"bad --bucket {bucket!r}", hint="use s3://BUCKET[/path] or gs://BUCKET[/path]")
     if registry_login is None and is_ecr(image) and cloud_name != "kubernetes":
@@ -124,7 +120,6 @@ def build_spec(
         gpus=gpus,
         nodes=nodes,
         memory=memory or ("64+" if var.gpu else None),
-        disk_size=disk,
         bucket=bucket or None,
         logger=logger or ("wandb" if var.has_skyrl else "console"),
         network_tier_best=nodes > 1 and cloud_name in NETWORK_TIER_CLOUDS,
@@ -132,7 +127,34 @@ def build_spec(
         sets=sets,
         pull_secret=pull_secret or None,
     )
-    return apply_spec_sets(spec) if var.has_skyrl else spec
+    spec = apply_spec_sets(spec) if var.has_skyrl else spec
+    # Sized (and the training plan checked, refusing a shape SkyRL cannot run) before anything is written.
+    return replace(spec, disk_size=sized_disk(spec, var, disk_size))
+
+
+def disk_need(spec: TaskSpec, gpu_image: bool) -> DiskNeed:
+    """What one node's disk must hold: the image, and for training the model, data and checkpoints."""
+    if spec.backend is None:
+        return DiskNeed(image_gb=MIN_DISK_GB[gpu_image], data_gb=0, checkpoints=0)
+    return DiskNeed(image_gb=MIN_DISK_GB[gpu_image], data_gb=DATA_GB, checkpoints=checkpoints_on_disk(training_values(spec)))
+
+
+def sized_disk(spec: TaskSpec, var, disk_size) -> int:
+    """--disk-size if it holds the plan (one-line error if not); by default exactly what the plan needs."""
+    need = disk_need(spec, var.gpu)
+    if disk_size in (None, ""):
+        return need.gb
+    try:
+        disk = int(disk_size)
+    except (TypeError, ValueError):
+        disk = 0
+    if disk < need.gb:
+        raise StackError(
+            f"bad --disk-size {disk_size!r}: the {spec.variant} plan needs at least {need.gb} GB per node ({need.breakdown()})",
+            hint="leave it out to get exactly that" + (", or keep fewer checkpoints: --set trainer.max_ckpts_to_keep=1"
+                                                      if need.checkpoints else ""),
+        )
+    return disk
 
 
 def _repository_of(reference: str) -> str:
@@ -264,6 +286,7 @@ def header(spec: TaskSpec, command: str) -> str:
         f"# Pins:    {pins.digest()} - SkyRL {pins.skyrl_ref} ({pins.skyrl_commit[:12]}), Ray {pins.ray} on port {pins.ray_port},",
         f"#          Python {load_pins().variant(spec.variant).python}, SkyPilot {pins.skypilot_tested}",
         f"# Note:    {ckpt}",
+        *plan_notes(spec),
         "# Launch:  invoke launch ... (or: sky launch -c NAME THIS_FILE --secret WANDB_API_KEY)",
     ]
     if spec.registry_login and spec.registry_login.password_env:
@@ -271,6 +294,26 @@ def header(spec: TaskSpec, command: str) -> str:
     elif spec.registry_login:
         lines.append(f"# Registry login: {spec.registry_login.server} through the node's IAM role (empty SKYPILOT_DOCKER_PASSWORD).")
     return "\n".join(lines) + "\n"
+
+
+def plan_notes(spec: TaskSpec) -> list[str]:
+    """Header lines: the batch sizes and what render changed from the seed (and why), checkpoints, disk."""
+    if spec.backend is None:
+        return [f"# Disk:    {spec.disk_size} GB per node"]
+    values = training_values(spec)
+    plan = batch_plan(spec)
+    keep = int(values[CKPTS_KEY])
+    lines = [
+        f"# Plan:    {spec.nodes} node(s) x {max(spec.gpus_per_node, 1)} GPU(s) = {plan.dp} data-parallel GPUs: "
+        f"train_batch_size {values['trainer.train_batch_size']}, policy_mini_batch_size "
+        f"{values['trainer.policy_mini_batch_size']}, micro_train_batch_size_per_gpu "
+        f"{values['trainer.micro_train_batch_size_per_gpu']} (SkyRL's example: 1024, 256, 64)",
+    ]
+    lines += [f"#          changed: {change}" for change in plan.changes] or ["#          unchanged from SkyRL's example"]
+    kept = f"the last {keep} kept ({keep + 1} on disk while the next is saved)" if keep > 0 else "all kept"
+    lines.append(f"# Ckpts:   {kept} ({CKPTS_KEY}={keep}; --set {CKPTS_KEY}=N changes it, -1 keeps all) in {spec.ckpt_path}")
+    lines.append(f"# Disk:    {spec.disk_size} GB per node; the plan needs {disk_need(spec, load_pins().variant(spec.variant).gpu).breakdown()}")
+    return lines
 
 
 _SECTION_NOTES = {
