@@ -163,7 +163,8 @@ def render(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk
     **_TASK_HELP, "cluster": "cluster name (default: skyrl-<variant>)", "dry_run": "let SkyPilot plan, launch nothing",
     "detach": "return once the job is submitted (follow with `invoke logs`)",
     "autostop": "stop the cluster after M idle minutes (with --down: tear it down)", "down": "tear down when done",
-    "skip_smoke_gate": "launch a digest without a passing smoke run (said loudly)",
+    "skip_smoke_gate": "launch without a passing smoke run of the digest and without SkyRL's check of the "
+                       "training plan in the image (said loudly)",
     "env": "override a task env, KEY=VALUE (repeatable), e.g. SKYRL_RAY_JOIN_TIMEOUT=60",
 })
 @reports_errors

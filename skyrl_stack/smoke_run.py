@@ -137,10 +137,20 @@ def run_smoke(
     host: bool = False,
     overrides_file: str | None = None,
     timeout_s: int = TIMEOUT_S,
+    overrides: list[str] | None = None,
+    record: bool = True,
+    raise_on_failure: bool = True,
 ) -> SmokeOutcome:
-    """Run the suite; StackError when a check failed (after writing reports and the gate record)."""
+    """Run the suite; StackError when a check failed (after writing reports and the gate record).
+
+    `overrides` (instead of a file): the training command's exact overrides,
+    e.g. those of the task `invoke launch` is about to launch. record=False
+    keeps the run out of the smoke gate: a check of one task's plan says
+    nothing about the image, so it must neither pass nor block the digest.
+    """
     gpus, tiers = parse_options(gpus, tiers or [])
-    overrides = read_overrides(overrides_file)
+    if overrides is None:
+        overrides = read_overrides(overrides_file)
     if variant:
         load_pins().variant(variant)  # unknown names fail here, before anything runs
     if host:
@@ -151,7 +161,7 @@ def run_smoke(
         return _run_on_host(variant, gpus, tiers, Path(report_dir or project_root() / "reports/smoke/host"), overrides, timeout_s)
     if bool(variant) == bool(image):
         raise StackError("give exactly one of --variant or --image", hint="e.g. invoke smoke --variant rehearsal")
-    return _run_in_container(variant, image, gpus, tiers, report_dir, overrides, timeout_s)
+    return _run_in_container(variant, image, gpus, tiers, report_dir, overrides, timeout_s, record, raise_on_failure)
 
 
 def _run_on_host(variant, gpus, tiers, report_dir: Path, overrides, timeout_s) -> SmokeOutcome:
@@ -198,7 +208,8 @@ def _resolve_image(client, variant: str | None, image: str | None) -> tuple[str,
     return image, found.id, (found.labels or {}).get(f"{LABEL_PREFIX}.variant")
 
 
-def _run_in_container(variant, image, gpus, tiers, report_dir, overrides, timeout_s) -> SmokeOutcome:
+def _run_in_container(variant, image, gpus, tiers, report_dir, overrides, timeout_s, record=True,
+                      raise_on_failure=True) -> SmokeOutcome:
     client = engine.client()
     ref, digest, variant_name = _resolve_image(client, variant, image)
     if overrides is None and variant_name:
@@ -233,10 +244,13 @@ def _run_in_container(variant, image, gpus, tiers, report_dir, overrides, timeou
     if timed_out:
         raise StackError(f"the smoke suite ran longer than {timeout_s}s and was killed", hint="its output above shows the check it hung in")
     report = load_report(directory, f"container exit {exit_code}")
-    path = smoke_gate.record_run(digest, report, image=ref, variant=variant_name, all_tiers=list(tiers) == list(TIERS))
+    path = None
+    if record:
+        path = smoke_gate.record_run(digest, report, image=ref, variant=variant_name, all_tiers=list(tiers) == list(TIERS))
+        step(f"recorded against {digest}: {path}")
     outcome = SmokeOutcome(report, directory, digest, path)
-    step(f"recorded against {digest}: {path}")
-    _raise_if_failed(outcome, ref)
+    if raise_on_failure:
+        _raise_if_failed(outcome, ref)
     return outcome
 
 
