@@ -119,7 +119,7 @@ _TASK_HELP = {
     "gpus": "accelerators per node, NAME:COUNT (default: invoke.yaml launch.gpus; none for rehearsal)",
     "nodes": "number of nodes (default: invoke.yaml launch.nodes)",
     "memory": "memory per node, SkyPilot syntax (default: 64+ for GPU variants)",
-    "disk_size": "disk per node in GB (default: 256)",
+    "disk_size": "disk per node in GB (default: sized for the image, data and kept checkpoints; the header shows it)",
     "bucket": "s3://... or gs://... mounted at /checkpoints and used for checkpoints",
     "set": "Hydra override for the training command, KEY=VALUE (repeatable; written into the file: no secrets)",
     "image": "image reference instead of the build record's (must be REPO@sha256:... unless --allow-tag)",
