@@ -36,7 +36,7 @@ from skyrl_stack.task_spec import (
     checkpoints_on_disk,
     batch_plan,
 )
-from skyrl_stack.training_plan import CKPTS_KEY, DATA_GB, DiskNeed
+from skyrl_stack.training_plan import BATCH_KEYS, CKPTS_KEY, DATA_GB, DiskNeed
 
 SKYPILOT_DIR = Path("skypilot")
 # Clouds where SkyPilot implements `network_tier: best` (sky/clouds/*.py).
@@ -309,7 +309,11 @@ def plan_notes(spec: TaskSpec) -> list[str]:
         f"{values['trainer.policy_mini_batch_size']}, micro_train_batch_size_per_gpu "
         f"{values['trainer.micro_train_batch_size_per_gpu']} (SkyRL's example: 1024, 256, 64)",
     ]
-    lines += [f"#          changed: {change}" for change in plan.changes] or ["#          unchanged from SkyRL's example"]
+    given = [f"{key}={value}" for key, value in spec.sets if key in BATCH_KEYS.values()]
+    if given:
+        lines.append(f"#          set by --set (checked against SkyRL's rules): {', '.join(given)}")
+    else:
+        lines += [f"#          changed: {change}" for change in plan.changes] or ["#          unchanged from SkyRL's example"]
     kept = f"the last {keep} kept ({keep + 1} on disk while the next is saved)" if keep > 0 else "all kept"
     lines.append(f"# Ckpts:   {kept} ({CKPTS_KEY}={keep}; --set {CKPTS_KEY}=N changes it, -1 keeps all) in {spec.ckpt_path}")
     lines.append(f"# Disk:    {spec.disk_size} GB per node; the plan needs {disk_need(spec, load_pins().variant(spec.variant).gpu).breakdown()}")

@@ -13,8 +13,13 @@ from dataclasses import dataclass, replace
 from skyrl_stack.errors import StackError
 from skyrl_stack.refs import is_ecr, registry_host
 from skyrl_stack.training_plan import (
+    BATCH_KEYS,
     CKPTS_KEY,
     DEFAULT_CKPTS_TO_KEEP,
+    SEED_MICRO_BATCH,
+    SEED_MINI_BATCH,
+    SEED_SAMPLES_PER_PROMPT,
+    SEED_TRAIN_BATCH,
     BatchPlan,
     check_batch_sets,
     checkpoints_written,
@@ -274,8 +279,19 @@ def training_overrides(spec: TaskSpec) -> list[str]:
 
 
 def batch_plan(spec: TaskSpec) -> BatchPlan:
-    """The seed's batch sizes made valid for this spec's nodes x GPUs (StackError for a shape that cannot be)."""
-    return plan_batches(spec.nodes, spec.gpus_per_node)
+    """The seed's batch sizes made valid for this spec's nodes x GPUs (StackError for a shape that cannot be).
+
+    A shape with no derived plan is still rendered when --set gives all three
+    batch sizes: those are then checked against SkyRL's rules (check_batch_sets).
+    """
+    try:
+        return plan_batches(spec.nodes, spec.gpus_per_node)
+    except StackError:
+        given = {key for key, _ in spec.sets}
+        if not {BATCH_KEYS["train"], BATCH_KEYS["mini"], BATCH_KEYS["micro_train"]} <= given:
+            raise
+        return BatchPlan(spec.nodes * max(spec.gpus_per_node, 1), SEED_TRAIN_BATCH, SEED_MINI_BATCH,
+                         SEED_MICRO_BATCH, SEED_MICRO_BATCH, SEED_SAMPLES_PER_PROMPT, derived=False)
 
 
 def checkpoints_on_disk(values: dict[str, str]) -> int:

@@ -70,6 +70,7 @@ class BatchPlan:
     micro_forward: int
     samples: int
     changes: tuple[str, ...] = ()  # what differs from the seed and why, one line each
+    derived: bool = True  # False: no plan fits this shape; the batch sizes come from --set
 
     @property
     def mini_per_gpu(self) -> int:
@@ -161,11 +162,11 @@ def check_batch_sets(plan: BatchPlan, values: dict[str, str]) -> None:
             raise StackError(f"bad --set {key}={values[key]}", hint="batch sizes are whole numbers") from None
     problem = batch_problem(plan.dp, **final)
     if problem:
-        raise StackError(
-            f"SkyRL would refuse this training plan on {plan.dp} GPUs: {problem}",
-            hint=f"leave the batch sizes to render (for {plan.dp} GPUs: train {plan.train}, mini {plan.mini}, "
-                 f"micro {plan.micro_train}) or pick values that divide evenly",
-        )
+        hint = (f"leave the batch sizes to render (for {plan.dp} GPUs: train {plan.train}, mini {plan.mini}, "
+                f"micro {plan.micro_train}) or pick values that divide evenly" if plan.derived else
+                f"pick values that divide evenly: mini x {plan.samples} samples a multiple of {plan.dp}, "
+                f"and the per-GPU mini batch a multiple of the micro batch")
+        raise StackError(f"SkyRL would refuse this training plan on {plan.dp} GPUs: {problem}", hint=hint)
 
 
 def parse_ckpts_to_keep(value: str) -> int:

@@ -108,6 +108,16 @@ def test_any_shape_gets_a_valid_plan_or_a_one_line_refusal(nodes, gpus):
 def test_a_shape_that_cannot_be_made_valid_is_refused_at_render():
     with pytest.raises(StackError, match=r"^no training plan for 64 node\(s\) x 8 GPU\(s\): no mini batch within 128\.\.512"):
         spec_for(64, 8)
+    # The hint's way out works: batch sizes given with --set are rendered, checked against SkyRL's rules.
+    spec = spec_for(64, 8, sets=["trainer.train_batch_size=4096", "trainer.policy_mini_batch_size=1024",
+                                 "trainer.micro_train_batch_size_per_gpu=10"])
+    validate_shape_rules(config_from_overrides(training_overrides(spec)))
+    assert ("set by --set (checked against SkyRL's rules): trainer.train_batch_size=4096, "
+            "trainer.policy_mini_batch_size=1024, trainer.micro_train_batch_size_per_gpu=10") in header(spec, "x")
+    with pytest.raises(StackError, match=r"^SkyRL would refuse this training plan on 512 GPUs") as err:
+        spec_for(64, 8, sets=["trainer.train_batch_size=4096", "trainer.policy_mini_batch_size=1024",
+                              "trainer.micro_train_batch_size_per_gpu=64"])
+    assert err.value.hint.startswith("pick values that divide evenly: mini x 5 samples a multiple of 512")
 
 
 def test_a_set_that_skyrl_would_refuse_is_refused_at_render():
