@@ -146,7 +146,7 @@ _TASK_HELP = {
     "gpus": "accelerators per node, NAME:COUNT (default: invoke.yaml launch.gpus; none for rehearsal)",
     "nodes": "number of nodes (default: invoke.yaml launch.nodes)",
     "memory": "memory per node, SkyPilot syntax (default: 64+ for GPU variants)",
-    "disk_size": "disk per node in GB (default: 256)",
+    "disk_size": "disk per node in GB (default: sized for the image, data and kept checkpoints; the header shows it)",
     "bucket": "s3://... or gs://... mounted at /checkpoints and used for checkpoints",
     "set": "Hydra override for the training command, KEY=VALUE (repeatable; written into the file: no secrets)",
     "image": "image reference instead of the build record's (must be REPO@sha256:... unless --allow-tag)",
@@ -191,7 +191,8 @@ def render(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk
     **_TASK_HELP, "cluster": "cluster name (default: skyrl-<variant>)", "dry_run": "let SkyPilot plan, launch nothing",
     "detach": "return once the job is submitted (follow with `invoke logs`)",
     "autostop": "stop the cluster after M idle minutes (with --down: tear it down)", "down": "tear down when done",
-    "skip_smoke_gate": "launch a digest without a passing smoke run (said loudly)",
+    "skip_smoke_gate": "launch without a passing smoke run of the digest and without SkyRL's check of the "
+                       "training plan in the image (said loudly)",
     "env": "override a task env, KEY=VALUE (repeatable), e.g. SKYRL_RAY_JOIN_TIMEOUT=60",
     "yes": "launch without asking (otherwise SkyPilot's plan, instance type and $/h, is shown and confirmed)",
 })

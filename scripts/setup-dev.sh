@@ -18,4 +18,14 @@ fi
 echo "[setup] installing skyrl-stack and its dev tools into .venv"
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
+
+# A second, small environment with SkyRL's own validate_cfg (the PyPI wheel of the
+# pinned commit) for the tests that check rendered plans against SkyRL itself.
+if [ ! -x .venv-skyrl/bin/python ]; then
+  echo "[setup] creating .venv-skyrl"
+  python3 -m venv .venv-skyrl
+fi
+echo "[setup] installing SkyRL's config validation into .venv-skyrl"
+.venv-skyrl/bin/python -m pip install --quiet --no-deps --require-hashes --ignore-requires-python \
+  -r scripts/skyrl-validate-requirements.txt
 echo "[setup] ready: activate with 'source .venv/bin/activate'"

@@ -14,7 +14,7 @@ import sys
 from skyrl_stack.cli import step
 from skyrl_stack.errors import StackError
 from skyrl_stack.render import for_local, render, task_config
-from skyrl_stack.task_spec import LOCAL, TaskSpec, parse_whole_number, refuse_control_characters
+from skyrl_stack.task_spec import LOCAL, TaskSpec, parse_whole_number, refuse_control_characters, training_overrides
 
 # Registries a cloud node cannot pull from.
 _LOCAL_REGISTRY = re.compile(r"^(127\.0\.0\.1|localhost|0\.0\.0\.0)(:\d+)?/")
@@ -66,6 +66,7 @@ def launch(
         )
     if not dry_run:
         require_smoke_passed(spec.image, skip_smoke_gate)
+        require_plan_validated(spec, skip_smoke_gate)
     secrets = launch_secrets(spec, required=not dry_run)
     path, _ = render(spec, command=command)
     step(f"rendered {path}")
@@ -78,6 +79,48 @@ def require_smoke_passed(image: str, override: bool) -> None:
     from skyrl_stack.smoke_gate import require_passed
 
     require_passed(image, override=override, action="launch")
+
+
+PLAN_CHECK = "skyrl.validate"
+
+
+def require_plan_validated(spec: TaskSpec, override: bool) -> None:
+    """SkyRL's own validate_cfg on the exact overrides of the task being launched, in the image, before paying.
+
+    The smoke gate vouches for the image; this vouches for the plan (batch
+    sizes against the placement, checkpoints, any --set). It runs the image's
+    skyrl tier in a container of the image on this machine's CPU (composition
+    and validation need no GPU), not recorded for the gate. A dry run skips
+    it: it launches nothing and should not need the image locally.
+    """
+    if spec.backend is None:
+        return  # nothing of SkyRL's to validate (rehearsal)
+    if override:
+        print("WARNING: gate overridden: SkyRL's validate_cfg did not check this task's training plan",
+              file=sys.stderr, flush=True)
+        return
+    check_plan_in_image(spec.image, training_overrides(spec))
+
+
+def check_plan_in_image(image: str, overrides: list[str]) -> str:
+    """Run the skyrl tier in a container of `image` on these overrides; its detail, or StackError unless it passed."""
+    from skyrl_stack.records import state_dir
+    from skyrl_stack.smoke_run import run_smoke
+
+    step(f"checking the training plan with SkyRL's own validate_cfg in {image} (CPU, not recorded for the gate)")
+    outcome = run_smoke(image=image, gpus="none", tiers=["skyrl"], overrides=overrides, record=False,
+                        raise_on_failure=False, report_dir=str(state_dir() / "plan-check"))
+    results = {c["name"]: c for c in outcome.report["checks"]}
+    result = results.get(PLAN_CHECK, {"status": "missing", "detail": "the image's suite has no such check"})
+    if result["status"] != "passed":
+        # A skip (no SkyRL in the image, no overrides) proves nothing: refuse it like a failure.
+        raise StackError(
+            f"launch refused: the training plan was not validated in {image} ({PLAN_CHECK} {result['status']}: "
+            f"{result['detail']})",
+            hint=f"fix the --set or shape named above and launch again; details in {outcome.report_dir / 'summary.txt'}",
+        )
+    step(f"plan check: {result['detail']}")
+    return result["detail"]
 
 
 def launch_secrets(spec: TaskSpec, required: bool) -> dict:

@@ -37,7 +37,11 @@ from skyrl_stack.task_spec import (
     parse_sets,
     refuse_control_characters,
     training_overrides,
+    training_values,
+    checkpoints_on_disk,
+    batch_plan,
 )
+from skyrl_stack.training_plan import BATCH_KEYS, CKPTS_KEY, DATA_GB, DiskNeed
 
 SKYPILOT_DIR = Path("skypilot")
 # `network_tier: best` is never requested by default: the images carry no
@@ -47,6 +51,7 @@ SKYPILOT_DIR = Path("skypilot")
 # (an image that has it); SkyPilot's feature check then decides (cloud_features).
 NETWORK_TIERS = ("best",)
 # The pinned prod image is tens of GB unpacked; smaller disks fail at pull (skypilot#1506).
+# The image's share of a node's disk (training_plan.DiskNeed adds data and checkpoints).
 MIN_DISK_GB = {True: 100, False: 20}
 # How long the Ray head waits for every node to join (seconds); env-overridable per launch.
 DEFAULT_JOIN_TIMEOUT = 600
@@ -112,7 +117,6 @@ def build_spec(
             f"image {image!r} is not pinned by digest",
             hint="use REPO@sha256:<digest> (invoke build/push record it), or pass --allow-tag to accept a moving tag",
         )
-    disk = parse_disk_size(disk_size, MIN_DISK_GB[var.gpu], variant)
     memory = parse_memory(memory)
     if bucket and not re.match(r"^(s3|gs|r2|cos|oci|https)://[^/\s]+", bucket):
         raise StackError(f"bad --bucket {bucket!r}", hint="use s3://BUCKET[/path] or gs://BUCKET[/path]")
@@ -137,7 +141,6 @@ def build_spec(
         gpus=gpus,
         nodes=nodes,
         memory=memory or ("64+" if var.gpu else None),
-        disk_size=disk,
         bucket=bucket or None,
         logger=logger or ("wandb" if var.has_skyrl else "console"),
         network_tier_best=network_tier == "best",
@@ -145,7 +148,31 @@ def build_spec(
         sets=sets,
         pull_secret=pull_secret or None,
     )
-    return apply_spec_sets(spec) if var.has_skyrl else spec
+    spec = apply_spec_sets(spec) if var.has_skyrl else spec
+    # Sized (and the training plan checked, refusing a shape SkyRL cannot run) before anything is written.
+    return replace(spec, disk_size=sized_disk(spec, var, disk_size))
+
+
+def disk_need(spec: TaskSpec, gpu_image: bool) -> DiskNeed:
+    """What one node's disk must hold: the image, and for training the model, data and checkpoints."""
+    if spec.backend is None:
+        return DiskNeed(image_gb=MIN_DISK_GB[gpu_image], data_gb=0, checkpoints=0)
+    return DiskNeed(image_gb=MIN_DISK_GB[gpu_image], data_gb=DATA_GB, checkpoints=checkpoints_on_disk(training_values(spec)))
+
+
+def sized_disk(spec: TaskSpec, var, disk_size) -> int:
+    """--disk-size if it holds the plan (one-line error if not); by default exactly what the plan needs."""
+    need = disk_need(spec, var.gpu)
+    if disk_size in (None, ""):
+        return need.gb
+    disk = parse_disk_size(disk_size)
+    if disk < need.gb:
+        raise StackError(
+            f"bad --disk-size {disk_size!r}: the {spec.variant} plan needs at least {need.gb} GB per node ({need.breakdown()})",
+            hint="leave it out to get exactly that" + (", or keep fewer checkpoints: --set trainer.max_ckpts_to_keep=1"
+                                                      if need.checkpoints else ""),
+        )
+    return disk
 
 
 def ecr_image(variant: str, image: str | None) -> str:
@@ -272,6 +299,7 @@ def header(spec: TaskSpec, command: str) -> str:
         f"# Pins:    {pins.digest()} - SkyRL {pins.skyrl_ref} ({pins.skyrl_commit[:12]}), Ray {pins.ray} on port {pins.ray_port},",
         f"#          Python {load_pins().variant(spec.variant).python}, SkyPilot {pins.skypilot_tested}",
         f"# Note:    {ckpt}",
+        *plan_notes(spec),
         "# Launch:  invoke launch ... (or: sky launch -c NAME THIS_FILE --secret WANDB_API_KEY)",
     ]
     if spec.registry_login and spec.registry_login.password_env:
@@ -296,6 +324,30 @@ def comment_lines(lines) -> str:
         text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(line))
         out.append(text if text.startswith("#") else f"# {text}")
     return "\n".join(out) + "\n"
+
+
+def plan_notes(spec: TaskSpec) -> list[str]:
+    """Header lines: the batch sizes and what render changed from the seed (and why), checkpoints, disk."""
+    if spec.backend is None:
+        return [f"# Disk:    {spec.disk_size} GB per node"]
+    values = training_values(spec)
+    plan = batch_plan(spec)
+    keep = int(values[CKPTS_KEY])
+    lines = [
+        f"# Plan:    {spec.nodes} node(s) x {max(spec.gpus_per_node, 1)} GPU(s) = {plan.dp} data-parallel GPUs: "
+        f"train_batch_size {values['trainer.train_batch_size']}, policy_mini_batch_size "
+        f"{values['trainer.policy_mini_batch_size']}, micro_train_batch_size_per_gpu "
+        f"{values['trainer.micro_train_batch_size_per_gpu']} (SkyRL's example: 1024, 256, 64)",
+    ]
+    given = [f"{key}={value}" for key, value in spec.sets if key in BATCH_KEYS.values()]
+    if given:
+        lines.append(f"#          set by --set (checked against SkyRL's rules): {', '.join(given)}")
+    else:
+        lines += [f"#          changed: {change}" for change in plan.changes] or ["#          unchanged from SkyRL's example"]
+    kept = f"the last {keep} kept ({keep + 1} on disk while the next is saved)" if keep > 0 else "all kept"
+    lines.append(f"# Ckpts:   {kept} ({CKPTS_KEY}={keep}; --set {CKPTS_KEY}=N changes it, -1 keeps all) in {spec.ckpt_path}")
+    lines.append(f"# Disk:    {spec.disk_size} GB per node; the plan needs {disk_need(spec, load_pins().variant(spec.variant).gpu).breakdown()}")
+    return lines
 
 
 _SECTION_NOTES = {

@@ -141,10 +141,20 @@ def run_smoke(
     host: bool = False,
     overrides_file: str | None = None,
     timeout_s: int = TIMEOUT_S,
+    overrides: list[str] | None = None,
+    record: bool = True,
+    raise_on_failure: bool = True,
 ) -> SmokeOutcome:
-    """Run the suite; StackError when a check failed (after writing reports and the gate record)."""
+    """Run the suite; StackError when a check failed (after writing reports and the gate record).
+
+    `overrides` (instead of a file): the training command's exact overrides,
+    e.g. those of the task `invoke launch` is about to launch. record=False
+    keeps the run out of the smoke gate: a check of one task's plan says
+    nothing about the image, so it must neither pass nor block the digest.
+    """
     gpus, tiers = parse_options(gpus, tiers or [])
-    overrides = read_overrides(overrides_file)
+    if overrides is None:
+        overrides = read_overrides(overrides_file)
     if variant:
         load_pins().variant(variant)  # unknown names fail here, before anything runs
     if host:
@@ -157,7 +167,7 @@ def run_smoke(
         raise StackError("give exactly one of --variant or --image", hint="e.g. invoke smoke --variant rehearsal")
     if image and not image_digest(image):  # a bare sha256:<id> names a local image; anything else by the grammar
         parse_reference(image, what="--image")
-    return _run_in_container(variant, image, gpus, tiers, report_dir, overrides, timeout_s)
+    return _run_in_container(variant, image, gpus, tiers, report_dir, overrides, timeout_s, record, raise_on_failure)
 
 
 def _run_on_host(variant, gpus, tiers, report_dir: Path, overrides, timeout_s) -> SmokeOutcome:
@@ -225,7 +235,8 @@ def _is_gpu_image(variant: str | None, image) -> bool:
     return smoke_gate.is_gpu_variant(variant) or f"{LABEL_PREFIX}.cuda.version" in (image.labels or {})
 
 
-def _run_in_container(variant, image, gpus, tiers, report_dir, overrides, timeout_s) -> SmokeOutcome:
+def _run_in_container(variant, image, gpus, tiers, report_dir, overrides, timeout_s, record=True,
+                      raise_on_failure=True) -> SmokeOutcome:
     client = engine.client()
     target = _resolve_image(client, variant, image)
     ref, digest, variant_name = target.ref, target.digest, target.variant
@@ -261,16 +272,22 @@ def _run_in_container(variant, image, gpus, tiers, report_dir, overrides, timeou
         container.remove(force=True)
     if timed_out:
         raise StackError(f"the smoke suite ran longer than {timeout_s}s and was killed", hint="its output above shows the check it hung in")
-    record = dict(image=ref, variant=variant_name, all_tiers=list(tiers) == list(TIERS), gpu_image=target.gpu)
+    if not record:
+        # A check of something other than the image (e.g. a launch's training plan): reports only, no gate record.
+        outcome = SmokeOutcome(load_report(directory, f"container exit {exit_code}"), directory, digest, None)
+        if raise_on_failure:
+            _raise_if_failed(outcome, ref)
+        return outcome
+    meta = dict(image=ref, variant=variant_name, all_tiers=list(tiers) == list(TIERS), gpu_image=target.gpu)
     try:
         report = load_report(directory, f"container exit {exit_code}")
     except StackError as exc:
         # A suite that died before its report still counts: the gate must not keep an older pass.
-        path = smoke_gate.record_run(digest, {}, **record, exit_code=exit_code, error=exc.message)
+        path = smoke_gate.record_run(digest, {}, **meta, exit_code=exit_code, error=exc.message)
         step(f"recorded the failed run against {digest}: {path}")
         raise
     # The exit code must agree with the report (record_run marks a disagreement as a failure).
-    path = smoke_gate.record_run(digest, report, **record, exit_code=exit_code)
+    path = smoke_gate.record_run(digest, report, **meta, exit_code=exit_code)
     outcome = SmokeOutcome(report, directory, digest, path)
     step(f"recorded against {digest}: {path}")
     run = smoke_gate.load_runs(digest)[-1]

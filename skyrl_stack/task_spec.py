@@ -12,6 +12,20 @@ from dataclasses import dataclass, replace
 
 from skyrl_stack.errors import StackError
 from skyrl_stack.refs import is_ecr, registry_host
+from skyrl_stack.training_plan import (
+    BATCH_KEYS,
+    CKPTS_KEY,
+    DEFAULT_CKPTS_TO_KEEP,
+    SEED_MICRO_BATCH,
+    SEED_MINI_BATCH,
+    SEED_SAMPLES_PER_PROMPT,
+    SEED_TRAIN_BATCH,
+    BatchPlan,
+    check_batch_sets,
+    checkpoints_written,
+    parse_ckpts_to_keep,
+    plan_batches,
+)
 
 # Clouds SkyPilot (0.10.5 .. 0.14) accepts in `infra`. `local` is ours: it runs
 # the task's `run:` in local containers (skyrl_stack.local_cluster), never SkyPilot.
@@ -173,17 +187,16 @@ def parse_nodes(value) -> int:
     )
 
 
-def parse_disk_size(value, minimum: int, variant: str) -> int:
-    """--disk-size in GB: at least what the image needs, at most the largest disk a cloud offers."""
-    if value in (None, ""):
-        return 256  # SkyPilot's default
-    hint = "leave it out for SkyPilot's default of 256 GB"
+def parse_disk_size(value) -> int:
+    """--disk-size in GB: a whole number, at most the largest disk a cloud offers.
+
+    The lower bound is the plan's (render.sized_disk: image, data, checkpoints).
+    """
+    hint = "leave it out to get the disk the plan needs"
     try:
         disk = int(value)
     except (TypeError, ValueError):
         raise StackError(f"bad --disk-size {value!r}: a whole number of GB", hint=hint) from None
-    if disk < minimum:
-        raise StackError(f"bad --disk-size {value!r}: the {variant} image needs at least {minimum} GB", hint=hint)
     if disk > MAX_DISK_GB:
         raise StackError(f"bad --disk-size {value!r}: more than {MAX_DISK_GB} GB, the largest single disk a cloud "
                          "offers (64 TiB)", hint=hint)
@@ -309,15 +322,18 @@ def apply_spec_sets(spec: TaskSpec) -> TaskSpec:
     return spec
 
 
-def training_overrides(spec: TaskSpec) -> list[str]:
-    """The Hydra overrides of the GSM8K GRPO command for this spec, `--set` applied last-wins in place.
+def training_values(spec: TaskSpec) -> dict[str, str]:
+    """The GSM8K GRPO command's Hydra overrides as key -> value, in order, `--set` applied last-wins in place.
 
     Placement follows the cluster shape: colocate_all needs policy GPUs ==
     inference engines x tensor parallel size, so engines = nodes x GPUs per node.
+    Batch sizes come from training_plan.plan_batches for that shape, and the
+    final values (after --set) are checked against SkyRL's batch rules.
     """
     if spec.backend is None:
         raise StackError(f"variant {spec.variant!r} has no SkyRL", hint="training needs the vllm or sglang variant")
     gpus = max(spec.gpus_per_node, 1)
+    plan = batch_plan(spec)
     values = dict(GSM8K_GRPO[:4])
     values.update({
         "data.train_data": f"['{spec.data_dir}/train.parquet']",
@@ -329,13 +345,55 @@ def training_overrides(spec: TaskSpec) -> list[str]:
         "generator.num_inference_engines": str(gpus * spec.nodes),
     })
     values.update(dict(GSM8K_GRPO[4:]))
+    values.update(plan.overrides())  # same keys as the seed's: their places in the command stay
     values.update({
         "generator.backend": spec.backend,
         "trainer.logger": spec.logger,
         "trainer.ckpt_path": spec.ckpt_path,
+        CKPTS_KEY: str(DEFAULT_CKPTS_TO_KEEP),
     })
     for key, value in spec.sets:
         values[key] = value
+    check_batch_sets(plan, values)
+    parse_ckpts_to_keep(values[CKPTS_KEY])
     # data paths first, as in the seed; the rest keeps insertion order.
     order = ["data.train_data", "data.val_data"]
-    return [f"{key}={values[key]}" for key in order + [k for k in values if k not in order]]
+    return {key: values[key] for key in order + [k for k in values if k not in order]}
+
+
+def training_overrides(spec: TaskSpec) -> list[str]:
+    """The Hydra overrides of the GSM8K GRPO command for this spec (see training_values)."""
+    return [f"{key}={value}" for key, value in training_values(spec).items()]
+
+
+def batch_plan(spec: TaskSpec) -> BatchPlan:
+    """The seed's batch sizes made valid for this spec's nodes x GPUs (StackError for a shape that cannot be).
+
+    A shape with no derived plan is still rendered when --set gives all three
+    batch sizes: those are then checked against SkyRL's rules (check_batch_sets).
+    """
+    try:
+        return plan_batches(spec.nodes, spec.gpus_per_node)
+    except StackError:
+        given = {key for key, _ in spec.sets}
+        if not {BATCH_KEYS["train"], BATCH_KEYS["mini"], BATCH_KEYS["micro_train"]} <= given:
+            raise
+        return BatchPlan(spec.nodes * max(spec.gpus_per_node, 1), SEED_TRAIN_BATCH, SEED_MINI_BATCH,
+                         SEED_MICRO_BATCH, SEED_MICRO_BATCH, SEED_SAMPLES_PER_PROMPT, derived=False)
+
+
+def checkpoints_on_disk(values: dict[str, str]) -> int:
+    """The most checkpoints a node holds at once with these overrides.
+
+    SkyRL deletes old ones only after the new one is saved (trainer.py
+    save_checkpoints -> cleanup_old_checkpoints), so keeping N means N + 1 at
+    the peak; keep-all (-1) means every checkpoint the schedule writes.
+    """
+    keep = parse_ckpts_to_keep(values[CKPTS_KEY])
+    try:
+        written = checkpoints_written(int(values["trainer.train_batch_size"]), int(values["trainer.epochs"]),
+                                      int(values["trainer.ckpt_interval"]))
+    except ValueError:
+        raise StackError("trainer.epochs and trainer.ckpt_interval must be whole numbers",
+                         hint="e.g. --set trainer.epochs=1") from None
+    return written if keep < 0 else min(keep + 1, written)

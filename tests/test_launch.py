@@ -40,6 +40,14 @@ def sdk(monkeypatch, tmp_path):
 
     Server.calls, Server.answers = {}, dict(Server.answers)
     monkeypatch.setattr(launcher, "_request", fake_request)
+
+    def fake_plan_check(image, overrides):
+        # The SkyRL images cannot be built here (no GPU stack to pull): the in-image check is replaced at its
+        # boundary; it runs for real in test_plan_check_runs_in_a_container_of_the_image and .venv-skyrl tests.
+        Server.calls["plan_check"] = (image, overrides, "launch" in Server.calls)
+        return "accepted"
+
+    monkeypatch.setattr(launcher, "check_plan_in_image", fake_plan_check)
     monkeypatch.chdir(tmp_path)  # rendered files land in tmp_path/skypilot
     return Server
 
@@ -328,3 +336,58 @@ def test_skypilot_errors_are_mapped_by_class(case, state_dir, sdk, monkeypatch):
     assert hint in err.value.hint, label
     assert "\x1b" not in err.value.render() and "\n" not in err.value.message
 
+
+def test_launch_validates_the_exact_overrides_of_the_task_before_launching(state_dir, sdk, monkeypatch):
+    """The plan check gets this task's overrides (shape and --set included), not a default render's."""
+    from skyrl_stack.task_spec import training_overrides
+
+    fake_record("vllm")
+    passed_smoke()
+    monkeypatch.setenv("WANDB_API_KEY", "k")
+    spec = build_spec("vllm", cloud="aws", nodes=2, gpus="L40S:4", sets=["trainer.epochs=1"])
+    launcher.launch(spec, detach=True)
+    image, overrides, launched_before = sdk.calls["plan_check"]
+    assert image == f"{FAKE_REPO}@{FAKE_DIGEST}" and not launched_before
+    assert overrides == training_overrides(spec)
+    assert "trainer.epochs=1" in overrides and "trainer.micro_train_batch_size_per_gpu=40" in overrides
+
+
+def test_a_plan_the_image_refuses_stops_the_launch(state_dir, sdk, monkeypatch, capsys):
+    fake_record("vllm")
+    passed_smoke()
+    monkeypatch.setenv("WANDB_API_KEY", "k")
+
+    def refuses(image, overrides):
+        raise StackError("launch refused: the training plan was not validated", hint="fix it")
+
+    monkeypatch.setattr(launcher, "check_plan_in_image", refuses)
+    spec = build_spec("vllm", cloud="aws")
+    with pytest.raises(StackError, match="^launch refused: the training plan was not validated"):
+        launcher.launch(spec, detach=True)
+    assert "launch" not in sdk.calls
+    assert launcher.launch(spec, detach=True, skip_smoke_gate=True) == 0
+    assert "did not check this task's training plan" in capsys.readouterr().err
+
+
+def test_dry_run_and_rehearsal_skip_the_plan_check(state_dir, sdk, monkeypatch):
+    fake_record("vllm")
+    launcher.launch(build_spec("vllm", cloud="aws", logger="console"), dry_run=True)
+    assert "plan_check" not in sdk.calls
+
+
+@pytest.mark.container
+def test_plan_check_runs_in_a_container_of_the_image(rehearsal_image, monkeypatch):
+    """Real engine, real image, the image's own suite: the rehearsal image has no SkyRL, so the check is
+    skipped there, and a skip must refuse the launch (it validated nothing); nothing goes into the gate."""
+    from skyrl_stack.smoke_gate import load_runs
+    from skyrl_stack.task_spec import TaskSpec, training_overrides
+
+    monkeypatch.setenv("SKYRL_STACK_STATE_DIR", str(rehearsal_image.state_dir))
+    before = load_runs(rehearsal_image.digest)
+    overrides = training_overrides(TaskSpec(variant="vllm", image=rehearsal_image.ref, backend="vllm", nodes=2))
+    with pytest.raises(StackError, match=r"^launch refused: the training plan was not validated in .*"
+                                         r"\(skyrl.validate skipped: not in this variant\)"):
+        launcher.check_plan_in_image(rehearsal_image.ref, overrides)
+    assert load_runs(rehearsal_image.digest) == before  # a plan check never moves the gate
+    written = (rehearsal_image.state_dir / "plan-check" / "overrides.json").read_text()
+    assert "trainer.micro_train_batch_size_per_gpu=40" in written  # this task's plan (2 x L40S:4) went in

@@ -112,4 +112,6 @@ def test_dry_run_plans_l40s_x2_as_g6e_12xlarge_with_the_image_by_digest(offline_
     head = cluster["available_node_types"]["ray.head.default"]["node_config"]
     assert head["InstanceType"] == "g6e.12xlarge"
     assert head["ImageId"] == "ami-0000000000c0da13a"  # the catalog's GPU image for us-east-1 (stand-in id)
-    assert head["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == 256
+    # The disk the rendered task asked for (sized from image + data + checkpoints at render).
+    rendered = yaml.safe_load((tmp_path / "skypilot" / "vllm-aws-2n.yaml").read_text())
+    assert head["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == rendered["resources"]["disk_size"] == 182

@@ -144,9 +144,11 @@ def test_training_overrides_follow_the_seed_and_set(records):
     overrides = training_overrides(spec)
     as_dict = dict(item.split("=", 1) for item in overrides)
     for key, value in GSM8K_GRPO:
-        if key != "trainer.epochs":
+        if key not in ("trainer.epochs", "trainer.micro_train_batch_size_per_gpu"):
             assert as_dict[key] == value, key
     assert as_dict["trainer.epochs"] == "1" and overrides[-1] == "+trainer.extra=3"
+    # 256 x 5 / 16 GPUs = 80 per GPU: the seed's micro batch 64 does not divide it (tests/test_training_plan.py).
+    assert as_dict["trainer.micro_train_batch_size_per_gpu"] == "40"
     assert as_dict["generator.num_inference_engines"] == "16"  # colocate_all: engines x TP == policy GPUs
     assert as_dict["trainer.placement.policy_num_gpus_per_node"] == "8"
     assert as_dict["generator.backend"] == "vllm"
@@ -174,7 +176,7 @@ def test_rehearsal_runs_a_ray_job_and_no_training(state_dir, tmp_path):
     ({"image": "ghcr.io/example/skyrl-stack:latest"}, "is not pinned by digest"),
     ({"sets": ["generator.backend=sglang"]}, "does not match the vllm image"),
     ({"sets": ["no-equals-sign"]}, "bad --set"),
-    ({"disk_size": 50}, "needs at least 100 GB"),
+    ({"disk_size": 50}, "needs at least 182 GB per node (182 GB = image 100 + model and data 5 + 3 checkpoints"),
 ])
 def test_bad_input_is_one_clear_error(records, tmp_path, monkeypatch, kwargs, message):
     monkeypatch.chdir(tmp_path)

@@ -63,7 +63,7 @@ def test_rehearsal_passes_cpu_tiers_and_opens_the_gate(rehearsal_image, state_di
     assert {name: status[name][0] for name in cpu_checks} == {name: "passed" for name in cpu_checks}
     for name in ("gpu.nvidia-smi", "gpu.bf16-matmul", "gpu.nccl-all-reduce", "gpu.flash-attn", "ray.gpu-task"):
         assert status[name] == ("skipped", "no GPU visible")
-    for name in ("cuda.torch-cuda", "cuda.nvcc", "engine.generate", "skyrl.entrypoint", "skyrl.config"):
+    for name in ("cuda.torch-cuda", "cuda.nvcc", "engine.generate", "skyrl.entrypoint", "skyrl.config", "skyrl.validate"):
         assert status[name] == ("skipped", "not in this variant")
 
     # The three reports agree with each other and with the summary.

@@ -59,3 +59,30 @@ def test_training_overrides_keys_are_what_the_check_composes():
     assert overrides and all("=" in o for o in overrides)
     assert "generator.backend=vllm" in overrides
     assert default_overrides("rehearsal", "x") is None
+
+
+@pytest.mark.parametrize("logger, before", [("wandb", None), ("wandb", "real-key"), ("console", None)])
+def test_wandb_stand_in_is_only_for_the_check(monkeypatch, logger, before):
+    """validate_generator_cfg asserts WANDB_API_KEY for the wandb logger: a stand-in while validating, gone after,
+    and a real key is never replaced. (SkyRL's real validate_cfg runs in tests/test_training_plan.py.)"""
+    import os
+
+    from skyrl_stack.smoke.skyrl import WANDB_STAND_IN, wandb_stand_in
+
+    if before is None:
+        monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    else:
+        monkeypatch.setenv("WANDB_API_KEY", before)
+    with wandb_stand_in(logger) as stood_in:
+        inside = os.environ.get("WANDB_API_KEY")
+    assert stood_in == (logger == "wandb" and before is None)
+    assert inside == (WANDB_STAND_IN if stood_in else before)
+    assert os.environ.get("WANDB_API_KEY") == before
+
+
+def test_validation_is_skipped_without_overrides():
+    from skyrl_stack.smoke.skyrl import check_validation
+    from skyrl_stack.smoke.suite import Skip
+
+    with pytest.raises(Skip, match="no --overrides-file: nothing of ours to validate"):
+        check_validation(Context(host=True, gpus="none", overrides=None))
