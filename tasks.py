@@ -113,6 +113,18 @@ def test(c, suite="all", pytest_args=""):
     c.run(pytest_command(suite, pytest_args), pty=False)
 
 
+@task(help={"part": "benchmarks to run, comma-separated: image,start,launch,layers (default all; "
+                    "without image, the rehearsal build record's image is measured)",
+            "repeat": "runs per timed figure (median reported)",
+            "no_readme": "write reports/bench.{json,md} only, leave README's performance table as it is"})
+@reports_errors
+def bench(c, part=None, repeat=3, no_readme=False):
+    """Run the benchmarks (image, SkyPilot start, launch and render, layers): JSON, markdown, README table."""
+    from skyrl_stack import bench as benchmarks
+
+    benchmarks.run(split_csv(part) or list(benchmarks.PARTS), repeat=int(repeat), readme=not no_readme)
+
+
 # --------------------------------------------------------------------------- smoke
 
 
@@ -304,4 +316,4 @@ infra.add_task(infra_outputs, name="outputs")
 infra.add_task(infra_down, name="down")
 infra.add_task(infra_skypilot_config, name="skypilot-config")
 
-ns = Collection(build, push, promote, smoke, lint, test, infra, render, launch, status, logs, down)
+ns = Collection(build, push, promote, smoke, lint, test, bench, infra, render, launch, status, logs, down)

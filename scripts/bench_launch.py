@@ -96,12 +96,13 @@ def setup_at_start(ca_bundle: str | None) -> float:
     return clock.joined
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> dict:
+    """Prints the figures; returns their medians in seconds (for `invoke bench`)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--launch-repeat", type=int, default=3)
     parser.add_argument("--ca-bundle", default=os.environ.get("SKYRL_STACK_TEST_CA", "/etc/ssl/certs/ca-certificates.crt"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     invoke = [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT)]
     env = {**os.environ, "SKYPILOT_DISABLE_LOCAL_API_SERVER": "1"}
@@ -123,8 +124,8 @@ def main() -> int:
     baked = statistics.median(figures["launch --cloud local --nodes 2 -> all nodes joined (baked image)"])
     setup = statistics.median(figures["same, env installed at start (pip install ray from PyPI)"])
     print(f"time to a joined 2-node cluster: setup-at-start / baked image = {setup / baked:.1f}x")
-    return 0
+    return {name: round(statistics.median(values), 2) for name, values in figures.items()}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
