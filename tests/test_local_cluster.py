@@ -30,11 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "tests" / "compose" / "local-cluster.yml"
 
 
-def test_container_flags_follow_skypilot_without_sys_resource():
-    flags = local_cluster.skypilot_container_kwargs()
-    assert flags["entrypoint"] == "/bin/bash" and flags["tty"] and flags["stdin_open"]
-    assert flags["cap_add"] == ["SYS_ADMIN"] and flags["security_opt"] == ["apparmor:unconfined"]
-    assert local_cluster.docker_run_kwargs(["--ipc=host", "--shm-size=8g"]) == {"ipc_mode": "host", "shm_size": "8g"}
+def test_node_env_is_skypilots():
     job = local_cluster.LocalRun(image="x", nodes=2, gpus_per_node=4, run="true", envs={"LOGGER": "console"})
     env = local_cluster.node_env(job, 1, ["10.0.0.2", "10.0.0.3"], "sky-t_c_1")
     assert env["SKYPILOT_NODE_IPS"] == "10.0.0.2\n10.0.0.3" and env["SKYPILOT_NODE_RANK"] == "1"
