@@ -98,11 +98,12 @@ def test_ray_defaults_are_read_from_the_image(rehearsal_image):
     `ray start` option of the image's Ray."""
     from skyrl_stack.engine import client
 
+    # The client server's default is set in `ray start`'s body ("no port, has client -> default to 10001").
     probe = (
-        "from ray._private import ray_constants as c; from ray.scripts.scripts import start; "
+        "import inspect, re; from ray._private import ray_constants as c; from ray.scripts.scripts import start; "
         "opts = {o.name: o.default for o in start.params}; "
-        "print(c.DEFAULT_DASHBOARD_AGENT_LISTEN_PORT, opts['ray_client_server_port'], "
-        "opts['min_worker_port'], opts['max_worker_port']); "
+        "client = re.search(r'ray_client_server_port = (\\d+)', inspect.getsource(start.callback)).group(1); "
+        "print(c.DEFAULT_DASHBOARD_AGENT_LISTEN_PORT, client, opts['min_worker_port'], opts['max_worker_port']); "
         "print(' '.join(sorted(o.opts[0] for o in start.params)))"
     )
     out = client().containers.run(rehearsal_image.ref, ["-c", f"/opt/skyrl/venv/bin/python -c \"{probe}\""],
