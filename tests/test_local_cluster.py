@@ -50,6 +50,28 @@ def rehearsal_task(rehearsal_image):
     return spec, task_config(spec)
 
 
+# The TCP ports a container's processes listen on (its own network namespace) and who listens, from /proc.
+LISTENING = """
+import json, os
+ports = {}
+for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for f in (line.split() for line in open(path).read().splitlines()[1:]):
+        # LISTEN, except Docker's embedded DNS on 127.0.0.11 (dockerd's, on user-defined networks)
+        if f[3] == "0A" and not f[1].startswith("0B00007F:"):
+            ports[f"socket:[{f[9]}]"] = int(f[1].rsplit(":", 1)[1], 16)
+owners = {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link in ports:
+                owners[ports[link]] = open(f"/proc/{pid}/cmdline").read().replace("\\0", " ")[:200]
+    except OSError:
+        pass
+print(json.dumps({port: owners.get(port, "?") for port in ports.values()}))
+"""
+
+
 def spec_flags() -> dict:
     """SkyPilot's run line for the rendered task (its --ipc=host), from the one contract."""
     return skypilot_container.run_kwargs(run_options=["--ipc=host"], network="cluster")
@@ -114,6 +136,15 @@ def test_two_nodes_form_one_ray_cluster_and_run_the_job(compose, rehearsal_task)
     assert worker_code == 0, worker_out  # rank 1 joins and exits cleanly
     assert f"joined {compose.net}.10:{load_pins().ray_port}" in worker_out
 
+    # Every TCP port our Ray listens on, on either node, is one pinned in pins.toml [ray] and [ray.ports]:
+    # skyrl-ray-up left nothing to Ray's defaults (which SkyPilot's own Ray holds).
+    pins = load_pins()
+    pinned = {pins.ray_port, *pins.ray_ports.values(), *range(pins.ray_ports["min_worker"], pins.ray_ports["max_worker"] + 1)}
+    for service in ("a0", "a1"):
+        code, out = _container(compose.project, service).exec_run(["/opt/skyrl/venv/bin/python", "-c", LISTENING])
+        listening = {int(port): owner for port, owner in json.loads(out.decode()).items()}
+        assert listening and set(listening) <= pinned, (service, {p: o for p, o in listening.items() if p not in pinned})
+
     probe = ("import json, ray; ray.init(address='127.0.0.1:%d', logging_level='ERROR');"
              "print(json.dumps([[n['NodeManagerAddress'], n['Resources']] for n in ray.nodes() if n['Alive']]))"
              % load_pins().ray_port)
@@ -124,6 +155,7 @@ def test_two_nodes_form_one_ray_cluster_and_run_the_job(compose, rehearsal_task)
     for resources in nodes.values():
         assert resources["GPU"] == spec.gpus_per_node == 2  # what SKYPILOT_NUM_GPUS_PER_NODE promised
         assert resources["CPU"] >= 1
+
 
     # `sky exec` / a second `sky launch` runs `run:` again on the formed cluster:
     # the worker finds itself in place instead of starting a second raylet.
