@@ -3,18 +3,20 @@
 `invoke smoke`, `invoke launch --cloud local` and the tests all start
 containers through `run_kwargs` and run jobs through `job_script`, so there is
 one copy of these rules, transcribed from SkyPilot's own code (tested range in
-pins.toml [skypilot]; read at 0.14.1 and 0.10.5, identical in what is used here):
+pins.toml [skypilot]; read at 0.14.1 and 0.10.5, which differ only where noted):
 
 - `sky/provision/docker_utils.py::docker_start_cmds`:
   `docker run --name sky_container -d -it -e LC_ALL=C.UTF-8 -e LANG=C.UTF-8
   <run_options> --net=host --cap-add=SYS_ADMIN --cap-add=SYS_RESOURCE
   --device=/dev/fuse --security-opt=apparmor:unconfined --entrypoint=/bin/bash IMAGE`
+  (0.10.5 has no --cap-add=SYS_RESOURCE; we follow the newer line, see capabilities()).
 - `DockerInitializer._auto_configure_shm`: `--shm-size` = min(MemAvailable x 0.3
   x 1.1, 200e9) bytes, unless the task's run_options already set one.
 - `DockerInitializer._configure_runtime`: `--runtime=nvidia --gpus all` where the
   engine has the NVIDIA runtime (and the host has GPUs).
 - `sky/skylet/log_lib.py::make_task_bash_script` + `run_bash_command_with_log`:
-  a task's `setup:`/`run:` is written to a script that sources ~/.bashrc,
+  a task's `setup:`/`run:` is written to a script that sources ~/.bashrc (0.14.1
+  guards it with `[ -f ~/.bashrc ]`; 0.10.5 sources it unguarded),
   exports PYTHONUNBUFFERED=1, cd's to ~/sky_workdir, exports the task's envs,
   and runs under `/bin/bash -i`, as the container's default user (SkyPilot
   ssh-es in as the user `whoami` reports in the container: root for our images).
