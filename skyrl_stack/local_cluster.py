@@ -120,7 +120,9 @@ def _exec(api, container, script: str, env: dict, prefix: str, printer: _Printer
 
 def _cancel(container, name: str) -> None:
     """SkyPilot's ray.cancel(force=True) of a node's task: its skylet then kills the job's process tree."""
-    container.exec_run(["/bin/sh", "-c", f"kill -TERM $(cat /tmp/sky_app_{name}.pid)"])
+    # The node's skylet may not have written its pid yet: retry for a while.
+    pidfile = f"/tmp/sky_app_{name}.pid"
+    container.exec_run(["/bin/sh", "-c", f"for i in $(seq 100); do kill -TERM $(cat {pidfile} 2>/dev/null) 2>/dev/null && exit 0; sleep 0.2; done"])
 
 
 def _tar(files: dict[str, bytes]) -> bytes:

@@ -208,6 +208,19 @@ def test_workers_stay_in_the_ray_cluster_when_skypilot_kills_their_job_tree(rehe
 
 
 @pytest.mark.container
+def test_a_failing_node_cancels_the_others(rehearsal_image):
+    """SkyPilot's job (get_or_fail): the first failure cancels the nodes still running (137)."""
+    run = 'if [ "$SKYPILOT_NODE_RANK" = "1" ]; then exit 3; fi\nsleep 600\n'
+    job = local_cluster.LocalRun(image=rehearsal_image.ref, nodes=3, gpus_per_node=0, run=run, name="skyrl-cancel-test")
+    out = io.StringIO()
+    assert local_cluster.run(job, stream=out) == 3
+    lines = out.getvalue().splitlines()
+    assert [line for line in lines if "exited with code" in line] == [
+        "(node0) [local cluster] exited with code 137", "(node1) [local cluster] exited with code 3",
+        "(node2) [local cluster] exited with code 137"]
+
+
+@pytest.mark.container
 @pytest.mark.parametrize("nodes", [2, 3])
 def test_invoke_launch_local_end_to_end(rehearsal_image, tmp_path, nodes):
     env = {**os.environ, "SKYRL_STACK_STATE_DIR": str(rehearsal_image.state_dir),

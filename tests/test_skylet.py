@@ -114,3 +114,24 @@ def test_skipped_lines_and_timing_are_skypilots():
     assert all(line in run_with_log for line in skylet.SKIP_LINES)
     assert "start_new_session=True" in run_with_log
     assert "/bin/bash -i {script_path}" in inspect.getsource(log_lib.run_bash_command_with_log)
+
+
+def test_a_cancelled_job_has_its_tree_terminated_and_reports_137(tmp_path):
+    """SIGTERM to skylet.py stands for SkyPilot cancelling the node's task (get_or_fail's ray.cancel)."""
+    script = tmp_path / "job.sh"
+    marker = tmp_path / "child.pid"
+    script.write_text(f"sleep 300 & echo $! > {marker}\nwait\necho after-wait\n")
+    job = _under_ours(script)
+    try:
+        pidfile = Path(f"{script}.pid")
+        while not (marker.exists() and marker.read_text().strip() and pidfile.exists()):
+            time.sleep(0.1)
+        time.sleep(skylet.POLL_S * 1.5)  # a poll has seen the sleep
+        os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        output = job.communicate(timeout=60)[0].decode()
+        assert job.returncode == skylet.CANCELLED_RETURN_CODE == 137
+        assert "after-wait" in output  # bash -i ignores SIGTERM (as under SkyPilot); its child did not
+        assert not _alive(int(marker.read_text()))
+    finally:
+        job.kill()
+        _kill_stragglers(f"{script}.pid")
