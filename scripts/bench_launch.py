@@ -73,8 +73,10 @@ def setup_at_start(ca_bundle: str | None) -> float:
 
     pins = load_pins()
     variant = pins.variant("rehearsal")
-    volumes = {str(REPO_ROOT / "docker" / "scripts" / "bin"): {"bind": "/opt/skyrl-stack/bin", "mode": "ro"}}
-    envs = {"SKYRL_RAY_JOIN_TIMEOUT": "600"}
+    # skyrl-ray-up reads its ports from the pins (skyrl_stack), as it does inside the image.
+    volumes = {str(REPO_ROOT / "docker" / "scripts" / "bin"): {"bind": "/opt/skyrl-stack/bin", "mode": "ro"},
+               str(REPO_ROOT / "skyrl_stack"): {"bind": "/opt/skyrl-stack/lib/skyrl_stack", "mode": "ro"}}
+    envs = {"SKYRL_RAY_JOIN_TIMEOUT": "600", "PYTHONPATH": "/opt/skyrl-stack/lib"}
     if ca_bundle:
         volumes[ca_bundle] = {"bind": "/etc/ssl/certs/ca-certificates.crt", "mode": "ro"}
         envs["PIP_CERT"] = "/etc/ssl/certs/ca-certificates.crt"
@@ -83,7 +85,9 @@ def setup_at_start(ca_bundle: str | None) -> float:
         nodes=2,
         gpus_per_node=0,
         setup=(f"set -e; python3 -m venv /opt/skyrl/venv && /opt/skyrl/venv/bin/pip install -q --no-cache-dir ray=={pins.ray}"),
-        run=f"set -e; /opt/skyrl-stack/bin/skyrl-ray-up --port {pins.ray_port}",
+        # The head releases the workers' run: at once, as the rendered task does after its job.
+        run=(f"set -e; /opt/skyrl-stack/bin/skyrl-ray-up --port {pins.ray_port}; "
+             f'if [ "$SKYPILOT_NODE_RANK" = 0 ]; then /opt/skyrl-stack/bin/skyrl-ray-up --port {pins.ray_port} --release; fi'),
         envs=envs,
         run_options=["--ipc=host"],
         volumes=volumes,

@@ -1,22 +1,29 @@
 """`invoke launch --cloud local`: run a rendered task in N local containers, the way SkyPilot would.
 
 Each node is a container of the task's image, started with SkyPilot's own
-`docker run` flags, on a private Docker network. The task's `setup:` (if any)
-and then `run:` execute inside every node at once, with the SKYPILOT_*
-variables SkyPilot sets, and each node's output is streamed with a node
-prefix. Containers and the network are removed at the end; the exit code is
-the head's, as with `sky launch`.
+`docker run` flags (skypilot_container), on a private Docker network. The
+task's `setup:` (if any) and then `run:` execute inside every node at once, in
+SkyPilot's job script, with the SKYPILOT_* variables SkyPilot sets, and each
+node's output is streamed with a node prefix. As on a SkyPilot cluster, each
+node's job runs under the skylet's process-tree rule (skylet.py: what was in the
+job's tree at its last poll is killed when the job ends), the job waits for every
+node, and a failing node cancels the others. Containers and the network are
+removed at the end; the exit code is 0 only if every node succeeded.
 """
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import signal
 import sys
+import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from skyrl_stack import skylet, skypilot_container
 from skyrl_stack.cli import step
 from skyrl_stack.errors import StackError
 
@@ -25,6 +32,9 @@ LABEL = "skyrl-stack.local-cluster"
 # its Ray head up and idle takes ~240 MiB (docker stats); the job's Ray tasks
 # and the smoke-sized model take more, so a node is budgeted 1 GiB.
 NODE_MEMORY_BYTES = 2**30
+# skylet.py goes into every node: SkyPilot's rule for a job's process tree, run beside the job.
+SKYLET_SOURCE = Path(skylet.__file__)
+SKYLET_PATH = "/tmp/skyrl-stack-skylet.py"
 
 
 @dataclass
@@ -65,45 +75,6 @@ def from_task(config: dict, nodes: int, gpus_per_node: int, image: str, name: st
     )
 
 
-def docker_run_kwargs(run_options: list[str]) -> dict:
-    """Translate the task's `config.docker.run_options` into docker SDK arguments."""
-    from docker.types import Ulimit
-
-    kwargs: dict = {}
-    for option in run_options:
-        flag, _, value = option.replace(" ", "=", 1).partition("=")
-        if flag == "--ipc":
-            kwargs["ipc_mode"] = value
-        elif flag == "--shm-size":
-            kwargs["shm_size"] = value.strip('"')
-        elif flag == "--ulimit":
-            name, _, limits = value.partition("=")
-            soft, _, hard = limits.partition(":")
-            kwargs.setdefault("ulimits", []).append(Ulimit(name=name, soft=int(soft), hard=int(hard or soft)))
-        else:
-            raise StackError(f"the local cluster does not support docker run option {option!r}", hint="remove it from config.docker.run_options")
-    return kwargs
-
-
-def skypilot_container_kwargs() -> dict:
-    """SkyPilot's `docker run` flags for sky_container (sky/provision/docker_utils.py).
-
-    --cap-add=SYS_RESOURCE is left out: kernels whose capability bounding set
-    lacks it (such as CI machines) refuse the container with "invalid CapAdd".
-    /dev/fuse is passed only where the host has it.
-    """
-    kwargs = {
-        "entrypoint": "/bin/bash",
-        "tty": True,
-        "stdin_open": True,
-        "cap_add": ["SYS_ADMIN"],
-        "security_opt": ["apparmor:unconfined"],
-    }
-    if os.path.exists("/dev/fuse"):
-        kwargs["devices"] = ["/dev/fuse:/dev/fuse:rwm"]
-    return kwargs
-
-
 def node_env(job: LocalRun, rank: int, ips: list[str], task_id: str) -> dict:
     """The variables SkyPilot sets for a task on each node (sky/skylet/constants.py)."""
     env = dict(job.envs)
@@ -131,8 +102,15 @@ class _Printer:
             self.stream.flush()
 
 
-def _exec(api, container_id: str, script: str, env: dict, prefix: str, printer: _Printer) -> int:
-    exec_id = api.exec_create(container_id, ["/bin/bash", "-c", script], environment=env, tty=False)["Id"]
+def _exec(api, container, script: str, env: dict, prefix: str, printer: _Printer, name: str) -> int:
+    """Run one node's `setup:`/`run:` as SkyPilot's job driver does, under skylet.py's process-tree rule."""
+    job = f"/tmp/sky_app_{name}"  # SkyPilot's job script name prefix (log_lib.run_bash_command_with_log)
+    container.put_archive("/tmp", _tar({
+        SKYLET_PATH.rsplit("/", 1)[1]: SKYLET_SOURCE.read_bytes(),
+        job.rsplit("/", 1)[1]: skypilot_container.job_script(script, env).encode(),
+    }))
+    command = ["python3", SKYLET_PATH, "--pidfile", f"{job}.pid", job]
+    exec_id = api.exec_create(container.id, command, tty=False)["Id"]
     pending = b""
     for chunk in api.exec_start(exec_id, stream=True, demux=False):
         pending += chunk
@@ -144,35 +122,61 @@ def _exec(api, container_id: str, script: str, env: dict, prefix: str, printer: 
     return api.exec_inspect(exec_id)["ExitCode"]
 
 
-def _on_all_nodes(api, containers, script: str, envs: list[dict], printer: _Printer, grace: float | None) -> list[int | None]:
-    """Run `script` on every node at once. The head governs, as in a SkyPilot job:
-    once it has exited, workers get `grace` seconds (None: no limit), then count as cancelled (None)."""
+def _cancel(container, name: str) -> None:
+    """SkyPilot's ray.cancel(force=True) of a node's task: its skylet then kills the job's process tree."""
+    # The node's skylet may not have written its pid yet: retry for a while.
+    pidfile = f"/tmp/sky_app_{name}.pid"
+    container.exec_run(["/bin/sh", "-c", f"for i in $(seq 100); do kill -TERM $(cat {pidfile} 2>/dev/null) 2>/dev/null && exit 0; sleep 0.2; done"])
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _on_all_nodes(api, containers, script: str, envs: list[dict], printer: _Printer, name: str) -> list[int]:
+    """Run `script` on every node at once and wait for all, as SkyPilot's job does (its `get_or_fail`):
+    once any node fails, the nodes still running are cancelled (exit code 137)."""
     codes: list[int | None] = [None] * len(containers)
+    cancelled: set[int] = set()
+    finished = threading.Condition()
 
     def work(rank):
         try:
-            codes[rank] = _exec(api, containers[rank].id, script, envs[rank], f"(node{rank})", printer)
+            code = _exec(api, containers[rank], script, envs[rank], f"(node{rank})", printer, name)
         except Exception as exc:  # a node that vanished (killed) counts as failed, not as a crash here
             printer.emit(f"(node{rank})", f"[local cluster] node lost: {exc}")
-            codes[rank] = 137
+            code = 137
+        with finished:
+            codes[rank] = code
+            finished.notify_all()
 
     threads = [threading.Thread(target=work, args=(rank,), daemon=True) for rank in range(len(containers))]
     for thread in threads:
         thread.start()
-    while threads[0].is_alive():
-        threads[0].join(0.2)  # short waits keep Ctrl-C / SIGTERM responsive
-    deadline = None if grace is None else time.monotonic() + grace
-    for thread in threads[1:]:
-        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-    return list(codes)
+    with finished:
+        while any(code is None for code in codes):
+            if any(code for code in codes):
+                for rank, code in enumerate(codes):
+                    if code is None and rank not in cancelled:
+                        cancelled.add(rank)
+                        printer.emit(f"(node{rank})", "[local cluster] cancelled: another node failed")
+                        _cancel(containers[rank], name)
+            finished.wait(0.2)  # short waits keep Ctrl-C / SIGTERM responsive
+    return [137 if rank in cancelled else code for rank, code in enumerate(codes)]
 
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def run(job: LocalRun, stream=None, worker_grace: float = 10.0) -> int:
-    """Run the job on a fresh local cluster; returns the head node's exit code."""
+def run(job: LocalRun, stream=None) -> int:
+    """Run the job on a fresh local cluster; 0 when every node's `run:` succeeded, else the first failure's code."""
     from docker.errors import DockerException, ImageNotFound
 
     from skyrl_stack.engine import client
@@ -185,11 +189,6 @@ def run(job: LocalRun, stream=None, worker_grace: float = 10.0) -> int:
         docker.images.get(job.image)
     except ImageNotFound:
         raise StackError(f"image {job.image} is not in the local Docker engine", hint="build it first: invoke build --variant ...") from None
-    run_kwargs = docker_run_kwargs(job.run_options)
-    if job.gpu_devices:
-        from docker.types import DeviceRequest
-
-        run_kwargs["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
     printer = _Printer(stream)
     suffix = secrets.token_hex(3)
     cluster = f"{job.name}-{suffix}"
@@ -201,16 +200,18 @@ def run(job: LocalRun, stream=None, worker_grace: float = 10.0) -> int:
     try:
         step(f"local cluster {cluster}: {job.nodes} node(s) of {job.image}")
         network = docker.networks.create(cluster, driver="bridge", labels={LABEL: cluster})
+        # SkyPilot's run line, except the network: N nodes on one machine need N addresses.
+        run_kwargs = skypilot_container.run_kwargs(
+            run_options=job.run_options, gpus=-1 if job.gpu_devices else None, network=network.name,
+            nvidia_runtime=job.gpu_devices and "nvidia" in (docker.info().get("Runtimes") or {}))
         for rank in range(job.nodes):
             # create, record, then start: a container that fails to start is still removed below.
             containers.append(docker.containers.create(
                 job.image,
                 name=f"{cluster}-node{rank}",
                 hostname=f"node{rank}",
-                network=network.name,
                 labels={LABEL: cluster},
                 volumes=job.volumes or None,
-                **skypilot_container_kwargs(),
                 **run_kwargs,
             ))
             containers[-1].start()
@@ -221,16 +222,16 @@ def run(job: LocalRun, stream=None, worker_grace: float = 10.0) -> int:
         envs = [node_env(job, rank, ips, task_id) for rank in range(job.nodes)]
         if job.setup:
             step("setup on every node")
-            codes = _on_all_nodes(docker.api, containers, job.setup, envs, printer, grace=None)
+            codes = _on_all_nodes(docker.api, containers, job.setup, envs, printer, "setup")
             if any(codes):
                 failed = [rank for rank, code in enumerate(codes) if code]
                 raise StackError(f"setup failed on node(s) {failed} (exit codes {codes})", hint="see the (nodeN) lines above")
         step("run on every node")
-        codes = _on_all_nodes(docker.api, containers, job.run, envs, printer, grace=worker_grace)
+        codes = _on_all_nodes(docker.api, containers, job.run, envs, printer, "run")
         for rank, code in enumerate(codes):
-            state = "still running: cancelled with the cluster" if code is None else f"exited with code {code}"
-            printer.emit(f"(node{rank})", f"[local cluster] {state}")
-        return codes[0]
+            printer.emit(f"(node{rank})", f"[local cluster] exited with code {code}")
+        failed = [code for code in codes if code and code != skylet.CANCELLED_RETURN_CODE]
+        return failed[0] if failed else max(codes)
     except DockerException as exc:
         raise StackError(f"local cluster failed: {exc}", hint="check `docker info` and the image") from None
     finally:

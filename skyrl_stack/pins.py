@@ -103,6 +103,11 @@ class Pins:
         return dict(self.raw["skyrl"].get("expect", {}))
 
     @property
+    def ray_ports(self) -> dict[str, int]:
+        """Our Ray's other ports by name; skyrl-ray-up passes each as `--<name with dashes>-port`."""
+        return {name: int(port) for name, port in self.raw["ray"].get("ports", {}).items()}
+
+    @property
     def skyrl_repo(self) -> str:
         return self.raw["skyrl"]["repo"]
 

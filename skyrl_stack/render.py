@@ -272,6 +272,9 @@ def run_script(spec: TaskSpec, ray_port: int) -> str:
         lines += [f"    {arg} \\" for arg in args[:-1]] + [f"    {args[-1]}"]
     else:
         lines.append(f"  skyrl-rehearsal-job --port {ray_port}")
+    # The workers' run: holds their node in the cluster until this; a failed job
+    # never gets here, and SkyPilot's job then cancels the workers itself.
+    lines.append(f"  skyrl-ray-up --port {ray_port} --release")
     lines.append("fi")
     return "\n".join(lines) + "\n"
 

@@ -1,8 +1,8 @@
 """`invoke smoke`: run the in-image smoke suite in a container as SkyPilot would, or here with --host.
 
-In a container the run uses SkyPilot's `docker run` flags (GPU device
-requests, host IPC and network, a third of RAM as /dev/shm, SYS_ADMIN and
-SYS_RESOURCE, /dev/fuse, /bin/bash as entrypoint), mounts the report
+In a container the run uses SkyPilot's `docker run` flags (skypilot_container:
+GPU device requests, host network, SkyPilot's /dev/shm size, SYS_ADMIN and
+SYS_RESOURCE, /dev/fuse, its locale variables) and the task's host IPC, mounts the report
 directory out, and records the outcome against the image digest (see
 smoke_gate). `--host` runs the suite from this checkout on this machine (a GPU
 box without Docker); that is no image, so nothing is recorded for the gate.
@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from skyrl_stack import engine, smoke_gate
+from skyrl_stack import engine, skypilot_container, smoke_gate
 from skyrl_stack.cli import step
 from skyrl_stack.bake import LABEL_PREFIX
 from skyrl_stack.errors import StackError, first_line
@@ -91,28 +91,14 @@ def suite_args(gpus: str, tiers: list[str], report: str, variant: str | None, ov
     return args
 
 
-def shm_size() -> int:
-    """A third of this machine's RAM, as SkyPilot gives its containers."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 3
-
-
 def run_options(gpus: str) -> dict:
-    """docker-py keyword arguments for SkyPilot's `docker run` flags (sky/provision/docker_utils.py)."""
-    import docker
-
-    options = {
-        "entrypoint": ["/bin/bash", "-c"],
-        "network_mode": "host",
-        "ipc_mode": "host",
-        "shm_size": shm_size(),
-        "cap_add": ["SYS_ADMIN", "SYS_RESOURCE"],
-        "security_opt": ["apparmor=unconfined"],
-    }
-    if os.path.exists("/dev/fuse"):
-        options["devices"] = ["/dev/fuse:/dev/fuse:rwm"]
-    if gpus != "none":
-        count = -1 if gpus == "all" else int(gpus)
-        options["device_requests"] = [docker.types.DeviceRequest(count=count, capabilities=[["gpu"]])]
+    """docker-py keyword arguments for SkyPilot's `docker run` line (skypilot_container), plus the
+    rendered task's `--ipc=host`. Unlike sky_container, the suite is the container's command
+    (`/bin/bash -c`), so its exit code and output are the container's."""
+    options = skypilot_container.run_kwargs(run_options=["--ipc=host"], gpus=None if gpus == "none" else
+                                            -1 if gpus == "all" else int(gpus))
+    # The suite is the main process, not kept alive by `-it`; SkyPilot's jobs get no terminal either.
+    options.update(entrypoint=["/bin/bash", "-c"], tty=False, stdin_open=False)
     return options
 
 
@@ -315,7 +301,8 @@ def _start_container(client, ref: str, command: list[str], gpus: str, gpu_image:
     while True:
         container = None
         try:
-            container = client.containers.create(ref, command, **fixed, **options)
+            environment = {**options.get("environment", {}), **fixed.get("environment", {})}  # SkyPilot's + ours
+            container = client.containers.create(ref, command, **{**options, **fixed, "environment": environment})
             container.start()
             return container
         except APIError as exc:

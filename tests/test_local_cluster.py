@@ -7,6 +7,7 @@ pytest-docker) starts nodes the way SkyPilot starts its container; the
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -20,7 +21,7 @@ import pytest
 import yaml
 from pytest_docker.plugin import get_docker_services
 
-from skyrl_stack import local_cluster
+from skyrl_stack import local_cluster, skypilot_container
 from skyrl_stack.pins import load_pins
 from skyrl_stack.render import build_spec, for_local, task_config
 
@@ -28,11 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "tests" / "compose" / "local-cluster.yml"
 
 
-def test_container_flags_follow_skypilot_without_sys_resource():
-    flags = local_cluster.skypilot_container_kwargs()
-    assert flags["entrypoint"] == "/bin/bash" and flags["tty"] and flags["stdin_open"]
-    assert flags["cap_add"] == ["SYS_ADMIN"] and flags["security_opt"] == ["apparmor:unconfined"]
-    assert local_cluster.docker_run_kwargs(["--ipc=host", "--shm-size=8g"]) == {"ipc_mode": "host", "shm_size": "8g"}
+def test_node_env_is_skypilots():
     job = local_cluster.LocalRun(image="x", nodes=2, gpus_per_node=4, run="true", envs={"LOGGER": "console"})
     env = local_cluster.node_env(job, 1, ["10.0.0.2", "10.0.0.3"], "sky-t_c_1")
     assert env["SKYPILOT_NODE_IPS"] == "10.0.0.2\n10.0.0.3" and env["SKYPILOT_NODE_RANK"] == "1"
@@ -51,15 +48,55 @@ def rehearsal_task(rehearsal_image):
     return spec, task_config(spec)
 
 
+# The TCP ports a container's processes listen on (its own network namespace) and who listens, from /proc.
+LISTENING = """
+import json, os
+ports = {}
+for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for f in (line.split() for line in open(path).read().splitlines()[1:]):
+        # LISTEN, except Docker's embedded DNS on 127.0.0.11 (dockerd's, on user-defined networks)
+        if f[3] == "0A" and not f[1].startswith("0B00007F:"):
+            ports[f"socket:[{f[9]}]"] = int(f[1].rsplit(":", 1)[1], 16)
+owners = {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link in ports:
+                owners[ports[link]] = open(f"/proc/{pid}/cmdline").read().replace("\\0", " ")[:200]
+    except OSError:
+        pass
+print(json.dumps({port: owners.get(port, "?") for port in ports.values()}))
+"""
+
+
+def spec_flags() -> dict:
+    """SkyPilot's run line for the rendered task (its --ipc=host), from the one contract."""
+    return skypilot_container.run_kwargs(run_options=["--ipc=host"], network="cluster")
+
+
+def compose_flags(kwargs: dict) -> dict:
+    """docker SDK arguments as a compose service; an argument it cannot say fails the test."""
+    names = {"entrypoint": "entrypoint", "tty": "tty", "stdin_open": "stdin_open", "environment": "environment",
+             "cap_add": "cap_add", "security_opt": "security_opt", "ipc_mode": "ipc", "shm_size": "shm_size"}
+    service = {names[key]: value for key, value in kwargs.items() if key in names}
+    service["devices"] = [device.rsplit(":", 1)[0] for device in kwargs.get("devices", [])]
+    assert set(kwargs) - set(names) <= {"devices", "network_mode"}, kwargs
+    return service
+
+
 @pytest.fixture(scope="module")
-def compose(rehearsal_image):
+def compose(rehearsal_image, tmp_path_factory):
     """pytest-docker services from tests/compose, with a unique project name and a free subnet."""
     net = _free_subnet()
     os.environ["SKYRL_TEST_IMAGE"] = rehearsal_image.ref
     os.environ["SKYRL_TEST_NET"] = net
     project = f"skyrl-local-test-{os.getpid()}-{secrets.token_hex(3)}"
+    flags = tmp_path_factory.mktemp("compose") / "skypilot-flags.yml"
+    flags.write_text(yaml.safe_dump({"services": {name: compose_flags(spec_flags()) for name in ("a0", "a1", "b0", "b1")}}))
     try:
-        with get_docker_services("docker compose", str(COMPOSE_FILE), project, ["up --wait"], ["down -v -t 1"]) as services:
+        with get_docker_services("docker compose", [str(COMPOSE_FILE), str(flags)], project, ["up --wait"],
+                                 ["down -v -t 1"]) as services:
             yield SimpleNamespace(services=services, net=net, project=project)
     finally:
         os.environ.pop("SKYRL_TEST_IMAGE", None)
@@ -114,6 +151,15 @@ def test_two_nodes_form_one_ray_cluster_and_run_the_job(compose, rehearsal_task)
     assert worker_code == 0, worker_out  # rank 1 joins and exits cleanly
     assert f"joined {compose.net}.10:{load_pins().ray_port}" in worker_out
 
+    # Every TCP port our Ray listens on, on either node, is one pinned in pins.toml [ray] and [ray.ports]:
+    # skyrl-ray-up left nothing to Ray's defaults (which SkyPilot's own Ray holds).
+    pins = load_pins()
+    pinned = {pins.ray_port, *pins.ray_ports.values(), *range(pins.ray_ports["min_worker"], pins.ray_ports["max_worker"] + 1)}
+    for service in ("a0", "a1"):
+        code, out = _container(compose.project, service).exec_run(["/opt/skyrl/venv/bin/python", "-c", LISTENING])
+        listening = {int(port): owner for port, owner in json.loads(out.decode()).items()}
+        assert listening and set(listening) <= pinned, (service, {p: o for p, o in listening.items() if p not in pinned})
+
     probe = ("import json, ray; ray.init(address='127.0.0.1:%d', logging_level='ERROR');"
              "print(json.dumps([[n['NodeManagerAddress'], n['Resources']] for n in ray.nodes() if n['Alive']]))"
              % load_pins().ray_port)
@@ -124,6 +170,7 @@ def test_two_nodes_form_one_ray_cluster_and_run_the_job(compose, rehearsal_task)
     for resources in nodes.values():
         assert resources["GPU"] == spec.gpus_per_node == 2  # what SKYPILOT_NUM_GPUS_PER_NODE promised
         assert resources["CPU"] >= 1
+
 
     # `sky exec` / a second `sky launch` runs `run:` again on the formed cluster:
     # the worker finds itself in place instead of starting a second raylet.
@@ -153,19 +200,55 @@ def test_head_times_out_clearly_when_the_worker_is_gone(compose, rehearsal_task)
 
 
 @pytest.mark.container
-def test_invoke_launch_local_end_to_end(rehearsal_image, tmp_path):
+def test_workers_stay_in_the_ray_cluster_when_skypilot_kills_their_job_tree(rehearsal_task):
+    """Under SkyPilot's skylet rule (the local cluster runs every node's job under it), a worker whose
+    `run:` ended right after `ray start` lost its raylet with the job, and so left the cluster. The
+    rendered task keeps every node in it: through the job, and after (for the next `sky exec`)."""
+    spec, config = rehearsal_task
+    port = load_pins().ray_port
+    after = ("sleep 3; /opt/skyrl/venv/bin/python -c 'import ray; ray.init(address=\"127.0.0.1:%d\", "
+             "logging_level=\"ERROR\"); print(\"alive after the job:\", sum(n[\"Alive\"] for n in ray.nodes()))'" % port)
+    run = config["run"] + f'if [ "$SKYPILOT_NODE_RANK" = "0" ]; then\n  {after}\nfi\n'
+    job = local_cluster.LocalRun(image=spec.image, nodes=2, gpus_per_node=spec.gpus_per_node,
+                                 run=run, envs={k: str(v) for k, v in config["envs"].items()},
+                                 run_options=config["config"]["docker"]["run_options"], name="skyrl-skylet-test")
+    out = io.StringIO()
+    code = local_cluster.run(job, stream=out)
+    lines = out.getvalue().splitlines()
+    assert code == 0, out.getvalue()
+    assert "(node0) rehearsal job: OK on 2 nodes" in lines, out.getvalue()
+    assert "(node0) alive after the job: 2" in lines, out.getvalue()
+    assert "(node1) skyrl-ray-up: rank 1: the head's job is done; leaving Ray running on this node" in lines
+
+
+@pytest.mark.container
+def test_a_failing_node_cancels_the_others(rehearsal_image):
+    """SkyPilot's job (get_or_fail): the first failure cancels the nodes still running (137)."""
+    run = 'if [ "$SKYPILOT_NODE_RANK" = "1" ]; then exit 3; fi\nsleep 600\n'
+    job = local_cluster.LocalRun(image=rehearsal_image.ref, nodes=3, gpus_per_node=0, run=run, name="skyrl-cancel-test")
+    out = io.StringIO()
+    assert local_cluster.run(job, stream=out) == 3
+    lines = out.getvalue().splitlines()
+    assert [line for line in lines if "exited with code" in line] == [
+        "(node0) [local cluster] exited with code 137", "(node1) [local cluster] exited with code 3",
+        "(node2) [local cluster] exited with code 137"]
+
+
+@pytest.mark.container
+@pytest.mark.parametrize("nodes", [2, 3])
+def test_invoke_launch_local_end_to_end(rehearsal_image, tmp_path, nodes):
     env = {**os.environ, "SKYRL_STACK_STATE_DIR": str(rehearsal_image.state_dir),
            "SKYPILOT_DISABLE_LOCAL_API_SERVER": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT), "launch", "--cloud", "local",
-         "--variant", "rehearsal", "--nodes", "2", "--cluster", f"skyrl-e2e-{secrets.token_hex(2)}"],
+         "--variant", "rehearsal", "--nodes", str(nodes), "--cluster", f"skyrl-e2e-{secrets.token_hex(2)}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    assert "(node0) skyrl-ray-up: all 2 nodes joined the Ray cluster at" in "\n".join(lines)
-    assert "(node0) rehearsal job: OK on 2 nodes" in lines
-    assert "(node1) [local cluster] exited with code 0" in lines
-    rendered = yaml.safe_load((tmp_path / "skypilot" / "rehearsal-local-2n.yaml").read_text())
+    assert f"(node0) skyrl-ray-up: all {nodes} nodes joined the Ray cluster at" in "\n".join(lines)
+    assert f"(node0) rehearsal job: OK on {nodes} nodes" in lines
+    assert [f"(node{rank}) [local cluster] exited with code 0" in lines for rank in range(nodes)] == [True] * nodes
+    rendered = yaml.safe_load((tmp_path / "skypilot" / f"rehearsal-local-{nodes}n.yaml").read_text())
     assert rendered["resources"]["image_id"] == f"docker:{rehearsal_image.ref}"
     # containers and the network are gone
     from skyrl_stack.engine import client
