@@ -245,6 +245,9 @@ def test_invoke_launch_local_end_to_end(rehearsal_image, tmp_path, nodes):
          "--variant", "rehearsal", "--nodes", str(nodes), "--cluster", name],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+    # The happy path reads as one: no Ray thread's traceback after the job (issue 10: the rehearsal
+    # job's driver exited while its print_logs thread ran: "can't register atexit after shutdown").
+    assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert f"(node0) skyrl-ray-up: all {nodes} nodes joined the Ray cluster at" in "\n".join(lines)
     assert f"(node0) rehearsal job: OK on {nodes} nodes" in lines

@@ -7,6 +7,7 @@ run of the CPU tiers of this machine.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -181,3 +182,16 @@ def test_each_tier_cleans_up_before_the_next():
 
     run_checks([Check("ray.head", starts_something), Check("engine.x", later)], Context(host=True, gpus="none"))
     assert order == ["cleanup", "next tier"]
+
+
+def test_the_suite_lists_each_check_once(tmp_path):
+    """Issue 10: the suite printed each check as it ran and then again in the summary table, which a
+    newcomer read as two runs. The console gets the live lines and one verdict line; the table is summary.txt."""
+    result = subprocess.run([sys.executable, "-m", "skyrl_stack.smoke", "--host", "--gpus", "none", "--tier", "environment",
+                             "--report", str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    checks = json.loads((tmp_path / "smoke.json").read_text())["checks"]
+    lines = result.stdout.splitlines()
+    assert checks and [sum(c["name"] in line.split() for line in lines) for c in checks] == [1] * len(checks), result.stdout
+    verdict = [line for line in (tmp_path / "summary.txt").read_text().splitlines() if line.startswith(("OK:", "FAILED:", "NOTHING CHECKED:"))]
+    assert verdict and verdict[0] in lines, result.stdout

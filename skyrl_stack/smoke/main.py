@@ -100,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     results = run_checks(checks, ctx, on_result=lambda r: print(report.progress_line(r), flush=True))
     seconds = time.monotonic() - started
-    print()
-    print(report.summary_table(results, seconds), flush=True)
+    # Each check was printed as it ran: the console ends with the verdict only (the
+    # whole table again read as a second run); the table goes to summary.txt.
+    print("\n".join(report.verdict_lines(results, seconds)), flush=True)
     if args.report:
         meta = {
             "variant": ctx.variant.name if ctx.variant else None,
