@@ -68,6 +68,9 @@ def make_context(args) -> Context:
         ctx.manifest_error = f"{args.manifest} not found"
     except (OSError, ValueError) as exc:
         ctx.manifest_error = f"{args.manifest} unreadable: {exc}"
+    if args.variant and ctx.pins is None:  # running on as "variant unknown" would skip what it needs
+        raise ValueError(f"--variant {args.variant} needs pins.toml, which this Python cannot read: "
+                         f"{ctx.cache['pins_error']}")
     name = args.variant or (ctx.manifest or {}).get("variant")
     if name and ctx.pins is not None:
         ctx.variant = ctx.pins.variant(name)
