@@ -318,6 +318,8 @@ def _objects(name: str) -> tuple[list, list]:
             docker.networks.list(filters={"label": f"{local_cluster.LABEL}={name}"}))
 
 
+@pytest.mark.reliability("fault", "local run whose launcher was SIGKILLed, beside a live local run",
+                         "next launch names it; `invoke down --cluster local --stale` removes it only; the live run exits 0")
 @pytest.mark.container
 def test_down_leaves_a_live_run_alone_and_removes_a_stale_one_only_when_asked(rehearsal_image, capsys):
     """Issue 10: `invoke down --cluster local` beside a live local run leaves it running to a clean exit;

@@ -217,6 +217,8 @@ def test_immutable_registry_refuses_before_sending_when_a_tag_holds_another_dige
         subprocess.run(["docker", "rmi", "--force", "skyrl-stack-test-other:1"], capture_output=True)
 
 
+@pytest.mark.reliability("fault", "Ctrl-C (SIGINT) once every tag of a push is verified",
+                         "push recorded and reported done, exit 0 (not 130)")
 @container
 def test_ctrl_c_after_the_push_completed_reports_success(built, registry, login, monkeypatch, capsys):
     """Issue 10: a Ctrl-C that lands once the push is done (here: a real SIGINT to this process, sent
