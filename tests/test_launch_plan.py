@@ -17,13 +17,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 
+from tests.support.moto import moto_server
 from tests.support.registry import free_port
 from tests.test_render import FAKE_DIGEST, FAKE_REPO, fake_record
 
@@ -42,12 +41,10 @@ def offline_aws(tmp_path, state_dir):
     (home / ".aws").mkdir()
     (home / ".aws" / "config").write_text("[default]\nregion = us-east-1\n")
     (home / ".aws" / "credentials").write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
-    moto_port, api_port = free_port(), free_port()
-    moto_url = f"http://127.0.0.1:{moto_port}"
+    api_port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "SKYPILOT_"))}
     env.update({
         "HOME": str(home),
-        "AWS_ENDPOINT_URL": moto_url,
         "AWS_EC2_METADATA_DISABLED": "true",
         "SKYPILOT_DISABLE_USAGE_COLLECTION": "1",
         # A private API server (sky/server/common.py get_local_api_server_port):
@@ -55,29 +52,15 @@ def offline_aws(tmp_path, state_dir):
         "SKYPILOT_API_SERVER_LOCAL_PORT": str(api_port),
         "SKYRL_STACK_STATE_DIR": str(state_dir),
     })
-    moto = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(moto_port)],
-        env={**env, "MOTO_AMIS_PATH": str(DATA / "moto-amis.json")},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"{moto_url}/moto-api/", timeout=1)
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline or moto.poll() is not None:
-                    pytest.fail("moto_server did not start", pytrace=False)
-                time.sleep(0.2)
-        yield env
-    finally:
-        stop = subprocess.run([SKY, "api", "stop"], env=env, capture_output=True, text=True, timeout=120)
-        moto.terminate()
-        moto.wait(timeout=10)
-        probe = subprocess.run([SKY, "api", "status"], env=env, capture_output=True, text=True, timeout=60)
-        assert stop.returncode == 0, stop.stderr
-        assert "not running" in (probe.stdout + probe.stderr).lower() or probe.returncode != 0, probe.stdout
+    with moto_server(env={**env, "MOTO_AMIS_PATH": str(DATA / "moto-amis.json")}) as moto_url:
+        env["AWS_ENDPOINT_URL"] = moto_url
+        try:
+            yield env
+        finally:
+            stop = subprocess.run([SKY, "api", "stop"], env=env, capture_output=True, text=True, timeout=120)
+            probe = subprocess.run([SKY, "api", "status"], env=env, capture_output=True, text=True, timeout=60)
+            assert stop.returncode == 0, stop.stderr
+            assert "not running" in (probe.stdout + probe.stderr).lower() or probe.returncode != 0, probe.stdout
 
 
 def test_dry_run_plans_l40s_x2_as_g6e_12xlarge_with_the_image_by_digest(offline_aws, state_dir, tmp_path):
