@@ -206,6 +206,8 @@ def measure(registry, work: Path) -> int:
     results["cold_vs_top_layer_ratio"] = round(results["cold_build_s"] / results["top_layer_rebuild_s"], 1)
     results["cold_vs_noop_ratio"] = round(results["cold_build_s"] / results["noop_rebuild_s"], 1)
     results["push_incremental_pct"] = round(100 * results["push_incremental_bytes"] / results["push_full_bytes"], 4)
+    # The measured image stays in the engine; its build record goes with this run's state dir.
+    results["image_ref"] = changed.ref
 
     out = REPO / "reports" / "bench-image.json"
     out.parent.mkdir(exist_ok=True)

@@ -210,19 +210,13 @@ def run(parts: list[str], repeat: int = 3, readme: bool = True) -> Path:
     results: dict = {"machine": machine(), "variant": "rehearsal"}
     if "image" in parts:
         saved = dict(os.environ)
-        try:  # bench_image builds into its own state dir and registry; its last build is measured below
+        try:  # bench_image builds into its own state dir and registry, both removed when it ends
             _script("bench_image").main()
-            bench_state = os.environ["SKYRL_STACK_STATE_DIR"]
         finally:
             os.environ.clear()
             os.environ.update(saved)
         results["image"] = json.loads((root / "reports" / "bench-image.json").read_text())
-        os.environ["SKYRL_STACK_STATE_DIR"] = bench_state
-        try:
-            ref = load_build_record("rehearsal").ref
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        ref = results["image"]["image_ref"]  # its last build, still in the engine: measured below
     else:
         ref = load_build_record("rehearsal").ref
     if "start" in parts:
