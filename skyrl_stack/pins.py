@@ -105,7 +105,7 @@ class Pins:
     @property
     def ray_ports(self) -> dict[str, int]:
         """Our Ray's other ports by name; skyrl-ray-up passes each as `--<name with dashes>-port`."""
-        return {name: int(port) for name, port in self.raw["ray"].get("ports", {}).items()}
+        return {name: int(port) for name, port in self.raw["ray"]["ports"].items()}
 
     @property
     def skyrl_repo(self) -> str:
@@ -196,6 +196,9 @@ class Table:
     reserved: tuple = ()  # (key, reason) pairs refused in this table
 
 
+# skyrl-ray-up passes each as `ray start --<name with dashes>-port` (min/max_worker: the worker range).
+RAY_PORT_NAMES = ("dashboard", "dashboard_agent_listen", "dashboard_agent_grpc", "ray_client_server", "node_manager",
+                  "object_manager", "metrics_export", "runtime_env_agent", "min_worker", "max_worker")
 _EXPECT = Table(of=str, reserved=(
     ("ray", "Ray's version lives in [ray] version"),
     ("torch_cuda", "the CUDA version lives in [base] cuda"),
@@ -214,8 +217,9 @@ _VARIANT = {
 SCHEMA = {
     "base": Key({"image": Key(str), "cuda": Key(str), "platform": Key(str), "apt_snapshot": Key(str)}),
     "python": Key({"version": Key(str), "uv": Key(str), "uv_sha256": Key(str)}),
-    # [ray.ports]: name -> port of the Ray services the launch opens.
-    "ray": Key({"version": Key(str), "port": Key(int), "ports": Key(Table(of=int), required=False)}),
+    # [ray.ports]: every port our Ray opens besides `port`, each required: one left
+    # out would fall back to Ray's default, which may be SkyPilot's (tests/test_ray_ports.py).
+    "ray": Key({"version": Key(str), "port": Key(int), "ports": Key({name: Key(int) for name in RAY_PORT_NAMES})}),
     "skyrl": Key({
         "repo": Key(str), "ref": Key(str), "commit": Key(str), "commit_time": Key(str), "subdir": Key(str),
         "expect": Key(_EXPECT, required=False),

@@ -488,8 +488,6 @@ def write_examples() -> list[Path]:
 
 
 if __name__ == "__main__":
-    import sys
-
     if sys.argv[1:] != ["--examples"]:
         sys.exit("usage: python -m skyrl_stack.render --examples")
     for written in write_examples():

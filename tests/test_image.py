@@ -135,11 +135,14 @@ def test_no_ca_bundle_token_or_cache_in_any_layer_or_history(rehearsal_image):
 
 
 def test_image_env_is_only_the_venv(rehearsal_image):
-    """Build-time uv settings must not leak into SkyPilot's own uv runs on the node."""
+    """Build-time uv settings must not leak into SkyPilot's own uv runs on the node; LD_LIBRARY_PATH names
+    only where a host's NVIDIA driver may be mounted, never a CUDA toolkit directory that would shadow the
+    CUDA libraries torch's wheels pin (the Dockerfile's `ENV LD_LIBRARY_PATH`)."""
     out = subprocess.run(["docker", "image", "inspect", rehearsal_image.ref, "--format", "{{json .Config.Env}}"],
                          capture_output=True, text=True, check=True).stdout
-    names = {entry.split("=", 1)[0] for entry in json.loads(out)}
-    assert names == {"PATH", "VIRTUAL_ENV"}
+    env = dict(entry.split("=", 1) for entry in json.loads(out))
+    assert set(env) == {"PATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH"}
+    assert env["LD_LIBRARY_PATH"].split(":") == ["/usr/local/nvidia/lib", "/usr/local/nvidia/lib64"]
 
 
 def test_unchanged_inputs_skip_the_build(rehearsal_image, monkeypatch, capsys):

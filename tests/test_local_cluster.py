@@ -263,7 +263,9 @@ def test_image_scripts_refuse_clearly_without_skyrl(rehearsal_image):
     """skyrl-gsm8k-data skips present data; it and skyrl-train refuse an image without SkyRL."""
     from skyrl_stack.engine import client
 
+    # 2>&1 inside the shell: one stream keeps the order (Docker's separate stdout/stderr do not).
     script = (
+        "exec 2>&1; "
         "skyrl-train trainer.epochs=1; echo rc=$?; "
         "skyrl-gsm8k-data /tmp/d; echo rc=$?; "
         "mkdir -p /tmp/d && echo x >/tmp/d/train.parquet && echo x >/tmp/d/validation.parquet; "

@@ -125,12 +125,17 @@ def test_a_version_cannot_be_written_twice():
     assert schema_errors(raw) == ["[variants.vllm.expect] ray: not allowed here (Ray's version lives in [ray] version)"]
 
 
-def test_ray_ports_table_is_accepted_and_typed():
+def test_ray_ports_are_all_named_and_typed():
+    """Each of our Ray's ports is required by name: a typo or a missing one would leave Ray's default in place."""
     raw = real_raw()
-    raw["ray"]["ports"] = {"gcs": 6479, "dashboard": 8267}
     assert schema_errors(raw) == []
-    raw["ray"]["ports"]["client"] = "10002"
-    assert schema_errors(raw) == ['[ray.ports] client: must be an integer, not str "10002"']
+    raw["ray"]["ports"]["dashboard"] = "20265"
+    raw["ray"]["ports"]["dashbord"] = 20265
+    del raw["ray"]["ports"]["min_worker"]
+    errors = schema_errors(raw)
+    assert '[ray.ports] dashboard: must be an integer, not str "20265"' in errors
+    assert any(e.startswith("[ray.ports] dashbord: unknown key") for e in errors)
+    assert "[ray.ports] min_worker: missing" in errors and len(errors) == 3
 
 
 @settings(max_examples=60, deadline=None)

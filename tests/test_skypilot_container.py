@@ -10,8 +10,6 @@ import hashlib
 import os
 import re
 import shlex
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -113,100 +111,32 @@ def test_smoke_uses_the_contract():
     assert "device_requests" not in smoke_run.run_options("none")
 
 
-# The steps of DockerInitializer.initialize() that act on the host rather than on the container
-# or the image (sky/provision/docker_utils.py, 0.14.1). They are recorded, not run: each would
-# change this machine. The value is the read-only part that is run instead, if any.
-HOST_SIDE = {
-    # _check_docker_installed: `id -nG $USER | grep -qw docker || sudo usermod -aG docker $USER; command -v docker`
-    "docker group": ("usermod -aG docker", "command -v docker || echo NoExist"),
-    # initialize(): apt-installs jq, rewrites /etc/docker/daemon.json (cgroupfs driver), restarts the engine
-    "engine config": ("/etc/docker/daemon.json", None),
-    # initialize(): rsync ~/.ssh/authorized_keys into sky_container; stop/disable jupyter(hub) services
-    "ssh keys and jupyter": ("systemctl stop jupyter", None),
-}
-
-
-def _host_safe_runner():
-    from sky.utils import command_runner
-
-    class HostSafeRunner(command_runner.LocalProcessCommandRunner):
-        """SkyPilot's local runner that runs every command on the container or image, and only records
-        the host-side ones (HOST_SIDE). SkyPilot's `--cap-add=SYS_RESOURCE` is dropped from its run line
-        only where this kernel lacks that capability (skypilot_container.capabilities)."""
-
-        def __init__(self):
-            super().__init__()
-            self.recorded: list[str] = []
-            self.run_lines: list[str] = []
-
-        def run(self, cmd, **kwargs):
-            engine_command = re.match(r"^(flock [^']*-c ')?sudo docker ", cmd)
-            if engine_command or cmd == "cat /proc/meminfo || true":
-                if " run --name " in cmd:
-                    if "SYS_RESOURCE" not in skypilot_container.capabilities():
-                        cmd = cmd.replace(" --cap-add=SYS_RESOURCE", "")
-                    self.run_lines.append(cmd)
-                return super().run(cmd, **kwargs)
-            for name, (marker, read_only) in HOST_SIDE.items():
-                if marker in cmd:
-                    self.recorded.append(name)
-                    if read_only:
-                        return super().run(read_only, **kwargs)
-                    return (0, "", "") if kwargs.get("require_outputs") else 0
-            raise AssertionError(f"DockerInitializer ran a host-side command this test does not know: {cmd}")
-
-    return HostSafeRunner()
-
-
 def _fingerprint(paths):
     return {path: hashlib.sha256(Path(path).read_bytes()).hexdigest() if Path(path).exists() else None for path in paths}
 
 
 @pytest.mark.container
-def test_skypilots_docker_initializer_prepares_the_image(rehearsal_image, tmp_path, monkeypatch, capsys):
+def test_skypilots_docker_initializer_prepares_the_image(rehearsal_image, capsys):
     """SkyPilot's own container preparation (as for `image_id: docker:`) runs to completion on the image,
-    and its prerequisite install finds nothing to install. The host is left as it was."""
-    import secrets
-
-    from sky.provision import docker_utils
-
+    and its prerequisite install finds nothing to install. The host is left as it was: the steps that act
+    on the host are recorded, not run (tests/support/skypilot_start.py HOST_SIDE)."""
     from skyrl_stack.engine import client
+    from tests.support.skypilot_start import HOST_SIDE, prepared_container
 
-    # SkyPilot runs `sudo docker ...`; this machine runs as root without sudo: a pass-through on PATH.
-    shim = tmp_path / "bin"
-    shim.mkdir()
-    (shim / "sudo").write_text('#!/bin/sh\nexec "$@"\n')
-    (shim / "sudo").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
-    name = f"sky_container_test_{secrets.token_hex(3)}"
-    locks = [f"/tmp/{name}.sky.lifecycle.lock"]
-    watched = ["/etc/docker/daemon.json", "/etc/group", *locks]
+    watched = ["/etc/docker/daemon.json", "/etc/group"]
     before = _fingerprint(watched)
-    runner = _host_safe_runner()
-    log = tmp_path / "provision.log"
-    config = {"container_name": name, "image": rehearsal_image.ref, "run_options": ["--ipc=host"],
-              "pull_before_run": False}
-    try:
-        started = time.monotonic()
-        user = docker_utils.DockerInitializer(config, runner, str(log)).initialize()
-        seconds = time.monotonic() - started
+    with prepared_container(rehearsal_image.ref) as run:
         with capsys.disabled():
-            print(f"\nDockerInitializer.initialize() on {rehearsal_image.ref}: {seconds:.1f}s")
-        assert user == "root"
-        assert runner.recorded == list(HOST_SIDE)
-        (run_line,) = runner.run_lines
+            print(f"\nDockerInitializer.initialize() on {rehearsal_image.ref}: {run.seconds:.1f}s")
+        assert run.user == "root"
+        assert run.recorded == list(HOST_SIDE)
+        (run_line,) = run.run_lines
         assert "--ipc=host" in run_line and "--net=host" in run_line and "--entrypoint=/bin/bash" in run_line
-        text = log.read_text()
         # The prerequisites are preinstalled: SkyPilot's apt-get install has nothing to install.
-        assert re.search(r"\b0 newly installed\b", text), text[-3000:]
-        container = client().containers.get(name)
-        code, out = container.exec_run(["/bin/bash", "-c",
+        assert re.search(r"\b0 newly installed\b", run.log), run.log[-3000:]
+        code, out = client().containers.get(run.container).exec_run(["/bin/bash", "-c",
                                         "grep -c RAY_RUNTIME_ENV_HOOK /etc/profile.d/container_env_var.sh; "
                                         "grep -q '^Port 10022' /etc/ssh/sshd_config && echo port-10022; pgrep -x sshd >/dev/null && echo sshd-up"])
         assert out.decode().split() == ["0", "port-10022", "sshd-up"], out
-    finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
-        for lock in locks:
-            if before[lock] is None and os.path.exists(lock):
-                os.unlink(lock)
     assert _fingerprint(watched) == before
+    assert not any(os.path.exists(lock) for lock in run.lock_files)

@@ -9,9 +9,7 @@ only fake, because the real trainer needs GPUs.
 """
 from __future__ import annotations
 
-import re
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml

@@ -18,7 +18,7 @@ import tempfile
 import time
 
 from skyrl_stack.smoke.gpu import free_port
-from skyrl_stack.smoke.suite import Check, Fail, Skip, last_line
+from skyrl_stack.smoke.suite import Check, Fail, last_line
 
 START_TIMEOUT_S = 90
 TASK_TIMEOUT_S = 120

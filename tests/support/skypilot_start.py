@@ -1,10 +1,8 @@
 """SkyPilot's own container preparation, driven locally: DockerInitializer.initialize()
 (sky/provision/docker_utils.py, SkyPilot 0.14.1) against an image in this machine's engine.
 
-One harness for the SkyPilot-readiness container test and the SkyPilot-start benchmark
-(scripts/bench_start.py). Its runner and HOST_SIDE table are h-skylet's
-(tests/test_skypilot_container.py on that branch), moved here unchanged in behaviour so both
-use the same one.
+One harness for the SkyPilot-readiness container test (tests/test_skypilot_container.py)
+and the SkyPilot-start benchmark (scripts/bench_start.py).
 
 The steps that act on the host rather than on the container or the image are recorded, not
 run (each would change this machine); everything else SkyPilot runs for real, through its
@@ -32,25 +30,15 @@ HOST_SIDE = {
     # initialize(): rsync ~/.ssh/authorized_keys into sky_container; stop/disable jupyter(hub) services
     "ssh keys and jupyter": ("systemctl stop jupyter", None),
 }
-# CAP_SYS_RESOURCE is bit 24 of a capability set (linux/capability.h). SkyPilot's run line adds it;
-# a kernel whose bounding set lacks it (this CI machine's) refuses the container. h-skylet's
-# skyrl_stack/skypilot_container.capabilities() reads the same bit: use it once both are merged.
-_CAP_SYS_RESOURCE = 24
-
-
-def _kernel_has_sys_resource(status: str = "/proc/self/status") -> bool:
-    text = Path(status).read_text()
-    bounding = int(re.search(r"^CapBnd:\s*([0-9a-f]+)$", text, re.M).group(1), 16)
-    return bool(bounding >> _CAP_SYS_RESOURCE & 1)
-
-
 def host_safe_runner():
     from sky.utils import command_runner
+
+    from skyrl_stack import skypilot_container
 
     class HostSafeRunner(command_runner.LocalProcessCommandRunner):
         """SkyPilot's local runner that runs every command on the container or image, and only records
         the host-side ones (HOST_SIDE). SkyPilot's `--cap-add=SYS_RESOURCE` is dropped from its run line
-        only where this kernel lacks that capability."""
+        only where this kernel lacks that capability (skypilot_container.capabilities)."""
 
         def __init__(self):
             super().__init__()
@@ -61,7 +49,7 @@ def host_safe_runner():
             engine_command = re.match(r"^(flock [^']*-c ')?sudo docker ", cmd)
             if engine_command or cmd == "cat /proc/meminfo || true":
                 if " run --name " in cmd:
-                    if not _kernel_has_sys_resource():
+                    if "SYS_RESOURCE" not in skypilot_container.capabilities():
                         cmd = cmd.replace(" --cap-add=SYS_RESOURCE", "")
                     self.run_lines.append(cmd)
                 return super().run(cmd, **kwargs)
