@@ -252,13 +252,14 @@ def logs(c, cluster=None, job_id=None, no_follow=False):
         raise Exit(code=code)
 
 
-@task(help={"cluster": "cluster name (default: skyrl-<image.variant>); `local` removes leftover local-cluster containers"})
+@task(help={"cluster": "cluster name (default: skyrl-<image.variant>), or a local run's name; `local` lists local runs",
+            "stale": "with --cluster local: remove the local runs whose launcher is gone"})
 @reports_errors
-def down(c, cluster=None):
+def down(c, cluster=None, stale=False):
     """Tear a cluster down (bucket checkpoints survive; node disks do not)."""
     from skyrl_stack.launch import down as cluster_down
 
-    cluster_down(cluster or f"skyrl-{c.image.variant}")
+    cluster_down(cluster or f"skyrl-{c.image.variant}", stale=stale)
 
 
 # --------------------------------------------------------------------------- infra

@@ -330,11 +330,24 @@ def logs(cluster: str, job_id: int | str | None = None, follow: bool = True) -> 
     return int(_api("tail_logs", cluster, job_id, follow) or 0)
 
 
-def down(cluster: str) -> None:
-    if cluster == LOCAL:
-        from skyrl_stack.local_cluster import cleanup_leftovers
+def down(cluster: str, stale: bool = False) -> None:
+    """Tear down a SkyPilot cluster or one local run (by its name); `local` lists the local runs,
+    and with stale=True removes those whose launcher is gone. A live local run is removed only by name."""
+    from skyrl_stack import local_cluster
 
-        step(f"removed {cleanup_leftovers()} leftover local cluster container(s)")
+    if stale and cluster != LOCAL:
+        raise StackError(f"--stale applies to --cluster local, not {cluster}",
+                         hint="invoke down --cluster local --stale removes local runs whose launcher is gone")
+    if cluster == LOCAL:
+        removed = local_cluster.down(stale=stale)
+        if stale:
+            step(f"removed {len(removed)} stale local cluster(s){': ' + ', '.join(removed) if removed else ''}")
+        else:
+            step("nothing removed: `invoke down --cluster NAME` removes one local run, "
+                 "`invoke down --cluster local --stale` those whose launcher is gone")
+        return
+    if local_cluster.down(name=cluster):
+        step(f"local cluster {cluster} removed")
         return
     _api("down", cluster)
     step(f"{cluster} is down")

@@ -12,9 +12,11 @@ removed at the end; the exit code is 0 only if every node succeeded.
 """
 from __future__ import annotations
 
+import getpass
 import io
 import os
 import secrets
+import socket
 import signal
 import sys
 import tarfile
@@ -27,7 +29,14 @@ from skyrl_stack import skylet, skypilot_container
 from skyrl_stack.cli import step
 from skyrl_stack.errors import StackError
 
-LABEL = "skyrl-stack.local-cluster"
+LABEL = "skyrl-stack.local-cluster"  # value: the run's name, on its containers and its network
+OWNER_LABEL = "skyrl-stack.owner"  # user@host who launched the run
+# The launching process: a run whose launcher is gone is stale. The start time
+# tells a reused pid from the launcher (Linux /proc; empty elsewhere).
+LAUNCHER_HOST_LABEL = "skyrl-stack.launcher-host"
+LAUNCHER_PID_LABEL = "skyrl-stack.launcher-pid"
+LAUNCHER_START_LABEL = "skyrl-stack.launcher-start"
+RUNNING, STALE, UNKNOWN = "running", "stale", "unknown"
 # Memory the engine must have per local node. Measured: a rehearsal node with
 # its Ray head up and idle takes ~240 MiB (docker stats); the job's Ray tasks
 # and the smoke-sized model take more, so a node is budgeted 1 GiB.
@@ -189,9 +198,11 @@ def run(job: LocalRun, stream=None) -> int:
         docker.images.get(job.image)
     except ImageNotFound:
         raise StackError(f"image {job.image} is not in the local Docker engine", hint="build it first: invoke build --variant ...") from None
+    report_leftovers(docker)
     printer = _Printer(stream)
     suffix = secrets.token_hex(3)
     cluster = f"{job.name}-{suffix}"
+    labels = owner_labels(cluster)
     task_id = f"sky-{time.strftime('%Y-%m-%d-%H-%M-%S')}_{job.name}_1"
     network = None
     containers = []
@@ -199,7 +210,7 @@ def run(job: LocalRun, stream=None) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
     try:
         step(f"local cluster {cluster}: {job.nodes} node(s) of {job.image}")
-        network = docker.networks.create(cluster, driver="bridge", labels={LABEL: cluster})
+        network = docker.networks.create(cluster, driver="bridge", labels=labels)
         # SkyPilot's run line, except the network: N nodes on one machine need N addresses.
         run_kwargs = skypilot_container.run_kwargs(
             run_options=job.run_options, gpus=-1 if job.gpu_devices else None, network=network.name,
@@ -210,7 +221,7 @@ def run(job: LocalRun, stream=None) -> int:
                 job.image,
                 name=f"{cluster}-node{rank}",
                 hostname=f"node{rank}",
-                labels={LABEL: cluster},
+                labels=labels,
                 volumes=job.volumes or None,
                 **run_kwargs,
             ))
@@ -266,18 +277,104 @@ def check_capacity(docker, nodes: int) -> None:
         )
 
 
-def cleanup_leftovers() -> int:
-    """Remove containers/networks of local clusters whose run was killed (e.g. SIGKILL)."""
+def owner_labels(cluster: str) -> dict:
+    """The labels that make a run owned: its name, who launched it, and the launching process."""
+    host = socket.gethostname()
+    return {LABEL: cluster, OWNER_LABEL: f"{getpass.getuser()}@{host}", LAUNCHER_HOST_LABEL: host,
+            LAUNCHER_PID_LABEL: str(os.getpid()), LAUNCHER_START_LABEL: _process_start(os.getpid())}
+
+
+def _process_start(pid: int) -> str:
+    """A process's start time in clock ticks since boot (/proc/PID/stat field 22); "" where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]  # fields after "(comm)" start at field 3
+
+
+def launcher_state(labels: dict) -> str:
+    """RUNNING while the run's launcher lives, STALE once it is gone (or its pid belongs to another
+    process), UNKNOWN where this machine cannot tell: launched on another host, or without the labels."""
+    host, pid, start = (labels.get(key, "") for key in (LAUNCHER_HOST_LABEL, LAUNCHER_PID_LABEL, LAUNCHER_START_LABEL))
+    if not pid.isdigit() or host != socket.gethostname():
+        return UNKNOWN
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return STALE
+    except PermissionError:  # alive, another user's process
+        pass
+    now = _process_start(int(pid))
+    return STALE if start and now and now != start else RUNNING
+
+
+@dataclass
+class LocalCluster:
+    """One run's objects on the engine, found by their labels."""
+
+    name: str
+    labels: dict
+    containers: list = field(default_factory=list)
+    networks: list = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        return launcher_state(self.labels)
+
+
+def local_clusters(docker) -> list[LocalCluster]:
+    """Every local run on the engine (containers and networks by LABEL), by name."""
+    runs: dict[str, LocalCluster] = {}
+    for kind, objects in (("containers", docker.containers.list(all=True, filters={"label": LABEL})),
+                          ("networks", docker.networks.list(filters={"label": LABEL}))):
+        for obj in objects:
+            labels = (obj.labels if kind == "containers" else obj.attrs.get("Labels")) or {}
+            run = runs.setdefault(labels[LABEL], LocalCluster(labels[LABEL], labels))
+            getattr(run, kind).append(obj)
+    return sorted(runs.values(), key=lambda run: run.name)
+
+
+def remove(run: LocalCluster) -> None:
+    """Remove one run's containers, then its network (gone already is fine: its launcher may be cleaning up)."""
+    from docker.errors import NotFound
+
+    for remove_one in [*(lambda c=c: c.remove(force=True) for c in run.containers),
+                       *(network.remove for network in run.networks)]:
+        try:
+            remove_one()
+        except NotFound:
+            pass
+
+
+def report_leftovers(docker) -> None:
+    """At a launch: name the runs left behind by launchers that are gone, and how to remove them."""
+    stale = [run.name for run in local_clusters(docker) if run.state == STALE]
+    if stale:
+        step(f"note: {len(stale)} leftover local cluster(s) whose launcher is gone: {', '.join(stale)}; "
+             "remove them with: invoke down --cluster local --stale")
+
+
+def down(name: str | None = None, stale: bool = False) -> list[str]:
+    """Remove the local run `name`, or (stale=True) every run whose launcher is gone; returns the names removed.
+
+    Neither touches a run whose launcher is alive unless it is the one named. With no name and no
+    stale, only lists the runs (a bare `invoke down --cluster local` removes nothing)."""
     docker = client_or_none()
-    if docker is None:
-        return 0
-    removed = 0
-    for container in docker.containers.list(all=True, filters={"label": LABEL}):
-        container.remove(force=True)
-        removed += 1
-    for network in docker.networks.list(filters={"label": LABEL}):
-        network.remove()
-    return removed
+    runs = local_clusters(docker) if docker is not None else []
+    if name is not None:
+        chosen = [run for run in runs if run.name == name]
+    elif stale:
+        chosen = [run for run in runs if run.state == STALE]
+    else:
+        for run in runs:
+            print(f"{run.name:<40} {run.state:<8} {len(run.containers)} node(s)  owner {run.labels.get(OWNER_LABEL, '?')}")
+        if not runs:
+            print("no local clusters")
+        chosen = []
+    for run in chosen:
+        remove(run)
+    return [run.name for run in chosen]
 
 
 def client_or_none():

@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timezone
 
 from skyrl_stack import bake, engine
-from skyrl_stack.cli import step
+from skyrl_stack.cli import interrupt_deferred, step
 from skyrl_stack.errors import StackError, first_line
 from skyrl_stack.pins import Pins
 from skyrl_stack.records import BuildRecord, load_build_record
@@ -188,23 +188,28 @@ def push_variant(
             raise StackError(f"tag {ref} does not point at {record.digest} after the push",
                              hint="the registry may have immutable tags holding an older image; bump the pins or use a new tag")
         step(f"tagged {ref}")
-    record.pushed = {
-        "ref": f"{repository}@{record.digest}",
-        "tags": [first] + tags_to_move,
-        "bytes_sent": sent,
-        "gate_overridden": gate.overridden,
-        "human_tags": gate.human_tags,
-        # GPU tiers that did not pass on a GPU: without an override they kept the
-        # human tags back; with one, they are what the override went without.
-        "missing_tiers": gate.missing_tiers,
-        "pushed_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    record.save()
-    step(f"pushed {record.pushed['ref']} ({sent / 1e6:.1f} MB sent)")
-    if not gate.human_tags:
-        step(f"human tags NOT moved: tiers {', '.join(gate.missing_tiers)} did not pass on a GPU. Run "
-             f"`invoke smoke --image {record.pushed['ref']}` on a GPU machine, then "
-             f"`invoke promote --variant {variant} --image {record.pushed['ref']}`")
+    # Every tag is verified: the push is complete. A Ctrl-C from here on must not
+    # turn it into a failure (exit 130) with the record left unwritten.
+    with interrupt_deferred() as interrupted:
+        record.pushed = {
+            "ref": f"{repository}@{record.digest}",
+            "tags": [first] + tags_to_move,
+            "bytes_sent": sent,
+            "gate_overridden": gate.overridden,
+            "human_tags": gate.human_tags,
+            # GPU tiers that did not pass on a GPU: without an override they kept the
+            # human tags back; with one, they are what the override went without.
+            "missing_tiers": gate.missing_tiers,
+            "pushed_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        record.save()
+        step(f"pushed {record.pushed['ref']} ({sent / 1e6:.1f} MB sent)")
+        if not gate.human_tags:
+            step(f"human tags NOT moved: tiers {', '.join(gate.missing_tiers)} did not pass on a GPU. Run "
+                 f"`invoke smoke --image {record.pushed['ref']}` on a GPU machine, then "
+                 f"`invoke promote --variant {variant} --image {record.pushed['ref']}`")
+    if interrupted:
+        step(f"interrupted after the push completed: {record.pushed['ref']} is pushed and recorded")
     return record
 
 

@@ -445,13 +445,18 @@ def render(spec: TaskSpec, out: Path | None = None, command: str = "invoke rende
     """Render, validate (what is written is what SkyPilot parsed), then write atomically."""
     import yaml
 
+    out = Path(out) if out else default_out(spec)
+    if out.is_dir():  # refused before anything is rendered (os.replace onto a directory fails late, with a traceback)
+        raise StackError(f"--out {out} is a directory", hint=f"name the file to write, e.g. --out {out / default_out(spec).name}")
     config = task_config(spec)
     text = to_yaml(config, header(spec, command))
     if check:
         check_gpus(spec)
         validate(yaml.safe_load(text))
-    out = Path(out) if out else default_out(spec)
-    write_text_atomic(out, text)
+    try:
+        write_text_atomic(out, text)
+    except OSError as exc:  # e.g. a parent that is a file, no permission
+        raise StackError(f"cannot write {out}: {exc.strerror or exc}", hint="choose another --out path") from None
     return out, text
 
 

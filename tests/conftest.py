@@ -17,8 +17,12 @@ from tests.support.registry import RegistryProcess
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The Debian base image made without a registry (see scripts/setup-test-machine.sh).
 TEST_BASE_IMAGE = os.environ.get("SKYRL_STACK_TEST_BASE", "skyrl-stack/debian-base:bookworm")
-# The CA bundle of this machine's TLS-intercepting proxy, passed as a build secret.
+# The host's CA bundle (behind a TLS-intercepting proxy it holds the proxy's CA); test builds
+# get it with a marker certificate appended (test_ca_bundle), as a build secret.
 TEST_CA_BUNDLE = os.environ.get("SKYRL_STACK_TEST_CA", "/etc/ssl/certs/ca-certificates.crt")
+# Kept per checkout (git-ignored), so the bundle's path, part of the build's input
+# fingerprint, stays the same from session to session and unchanged builds are skipped.
+TEST_CA_DIR = REPO_ROOT / ".skyrl-stack" / "test-ca"
 # Overridable so that parallel test runs on one engine keep their image tags apart.
 TEST_REPOSITORY = os.environ.get("SKYRL_STACK_TEST_REPOSITORY", "127.0.0.1:5000/skyrl-stack-test")
 
@@ -40,7 +44,31 @@ def docker_engine():
 
 
 @pytest.fixture(scope="session")
-def rehearsal_image(docker_engine, tmp_path_factory):
+def test_ca_bundle() -> Path:
+    """TEST_CA_BUNDLE plus a marker certificate made here (openssl req -x509), whatever the host holds:
+    a build secret that must reach no layer; test_image looks for the marker (marker_certificate)."""
+    TEST_CA_DIR.mkdir(parents=True, exist_ok=True)
+    marker = TEST_CA_DIR / "marker.pem"
+    if not marker.exists():  # made once per checkout: the same marker for every build that saw it
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+                        "-subj", "/CN=skyrl-stack test marker CA (must not reach any image layer)",
+                        "-keyout", str(TEST_CA_DIR / "marker.key"), "-out", str(marker)],
+                       check=True, capture_output=True)
+    bundle = TEST_CA_DIR / "bundle.pem"
+    text = Path(TEST_CA_BUNDLE).read_text() + "\n" + marker.read_text()
+    if not bundle.exists() or bundle.read_text() != text:
+        bundle.write_text(text)
+    return bundle
+
+
+def marker_certificate() -> bytes:
+    """The marker certificate's base64 body (what a leak would contain)."""
+    pem = (TEST_CA_DIR / "marker.pem").read_bytes()
+    return b"".join(pem.split(b"-----")[2].split())
+
+
+@pytest.fixture(scope="session")
+def rehearsal_image(docker_engine, tmp_path_factory, test_ca_bundle):
     """The rehearsal variant, built once per session through the real build path.
 
     Returns its BuildRecord; the state dir it was written to is record_dir.
@@ -53,7 +81,7 @@ def rehearsal_image(docker_engine, tmp_path_factory):
     try:
         (record,) = build_variants(
             ["rehearsal"], TEST_REPOSITORY, base_image=TEST_BASE_IMAGE,
-            ca_bundle=TEST_CA_BUNDLE, progress="quiet",
+            ca_bundle=str(test_ca_bundle), progress="quiet",
         )
     finally:
         if old is None:

@@ -80,6 +80,14 @@ def test_docker_daemon_not_running(task, state_dir, tmp_path):
     assert_clean_error(result, "cannot reach the Docker daemon")
 
 
+@pytest.mark.reliability("bad input", "`invoke render --out DIR` where DIR is a directory", "one `error:`/`hint:` pair, exit 1, nothing written")
+def test_render_out_is_a_directory(tmp_path):
+    image = "127.0.0.1:5000/skyrl-stack@sha256:" + "a" * 64
+    result = invoke("render", "--variant", "rehearsal", "--image", image, "--out", str(tmp_path))
+    assert_clean_error(result, f"--out {tmp_path} is a directory")
+    assert list(tmp_path.iterdir()) == [] and not list(tmp_path.parent.glob(f".{tmp_path.name}.*"))
+
+
 def test_invoke_lint_passes_on_the_project():
     """The real `invoke lint` (hadolint, cfn-lint, GitHub's workflow schema) over the checked-in files."""
     result = invoke("lint")

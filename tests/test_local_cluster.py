@@ -237,25 +237,27 @@ def test_a_failing_node_cancels_the_others(rehearsal_image):
 @pytest.mark.container
 @pytest.mark.parametrize("nodes", [2, 3])
 def test_invoke_launch_local_end_to_end(rehearsal_image, tmp_path, nodes):
+    name = f"skyrl-e2e-{secrets.token_hex(2)}"
     env = {**os.environ, "SKYRL_STACK_STATE_DIR": str(rehearsal_image.state_dir),
            "SKYPILOT_DISABLE_LOCAL_API_SERVER": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT), "launch", "--cloud", "local",
-         "--variant", "rehearsal", "--nodes", str(nodes), "--cluster", f"skyrl-e2e-{secrets.token_hex(2)}"],
+         "--variant", "rehearsal", "--nodes", str(nodes), "--cluster", name],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+    # The happy path reads as one: no Ray thread's traceback after the job (issue 10: the rehearsal
+    # job's driver exited while its print_logs thread ran: "can't register atexit after shutdown").
+    assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert f"(node0) skyrl-ray-up: all {nodes} nodes joined the Ray cluster at" in "\n".join(lines)
     assert f"(node0) rehearsal job: OK on {nodes} nodes" in lines
     assert [f"(node{rank}) [local cluster] exited with code 0" in lines for rank in range(nodes)] == [True] * nodes
     rendered = yaml.safe_load((tmp_path / "skypilot" / f"rehearsal-local-{nodes}n.yaml").read_text())
     assert rendered["resources"]["image_id"] == f"docker:{rehearsal_image.ref}"
-    # containers and the network are gone
+    # its containers and network are gone (other runs on the engine are not this test's business)
     from skyrl_stack.engine import client
 
-    docker = client()
-    assert not docker.containers.list(all=True, filters={"label": local_cluster.LABEL})
-    assert not docker.networks.list(filters={"label": local_cluster.LABEL})
+    assert not [run.name for run in local_cluster.local_clusters(client()) if run.name.startswith(f"{name}-")]
 
 
 @pytest.mark.container
@@ -277,3 +279,132 @@ def test_image_scripts_refuse_clearly_without_skyrl(rehearsal_image):
     assert "skyrl-gsm8k-data: error: /opt/skyrl/src/skyrl-train/examples/gsm8k/gsm8k_dataset.py not found" in out
     assert "GSM8K already in /tmp/d; skipping" in out
     assert out.count("rc=1") == 2 and out.strip().endswith("rc=0")
+
+
+# A local run in its own process, as `invoke launch --cloud local` would be: each node waits for /tmp/go.
+LAUNCHER = """
+import sys
+from skyrl_stack import local_cluster
+run = 'echo waiting; while [ ! -e /tmp/go ]; do sleep 0.2; done; echo released'
+sys.exit(local_cluster.run(local_cluster.LocalRun(image=sys.argv[1], nodes=int(sys.argv[2]), gpus_per_node=0,
+                                                  run=run, name=sys.argv[3])))
+"""
+
+
+def _start_launcher(image: str, nodes: int, name: str) -> tuple[subprocess.Popen, str]:
+    """Start a local run in the background; returns the process and the run's name once every node waits."""
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, image, str(nodes), name], cwd=REPO_ROOT,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    cluster, waiting = None, 0
+    for line in proc.stdout:
+        if line.startswith(f"==> local cluster {name}-"):
+            cluster = line.split()[3].rstrip(":")
+        waiting += line.rstrip() == "waiting" or line.rstrip().endswith(") waiting")
+        if waiting == nodes:
+            return proc, cluster
+    raise AssertionError(f"launcher {name} ended before its nodes waited (exit {proc.wait()})")
+
+
+def _invoke_down(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT), "down", *args],
+                          env={**os.environ, "SKYPILOT_DISABLE_LOCAL_API_SERVER": "1"},
+                          capture_output=True, text=True, timeout=120)
+
+
+def _objects(name: str) -> tuple[list, list]:
+    from skyrl_stack.engine import client
+
+    docker = client()
+    return (docker.containers.list(all=True, filters={"label": f"{local_cluster.LABEL}={name}"}),
+            docker.networks.list(filters={"label": f"{local_cluster.LABEL}={name}"}))
+
+
+@pytest.mark.reliability("fault", "local run whose launcher was SIGKILLed, beside a live local run",
+                         "next launch names it; `invoke down --cluster local --stale` removes it only; the live run exits 0")
+@pytest.mark.container
+def test_down_leaves_a_live_run_alone_and_removes_a_stale_one_only_when_asked(rehearsal_image, capsys):
+    """Issue 10: `invoke down --cluster local` beside a live local run leaves it running to a clean exit;
+    a run whose launcher was SIGKILLed is reported by the next launch and removed only by --stale."""
+    tag = secrets.token_hex(2)
+    live, live_name = _start_launcher(rehearsal_image.ref, 2, f"skyrl-live-{tag}")
+    killed, stale_name = _start_launcher(rehearsal_image.ref, 1, f"skyrl-killed-{tag}")
+    try:
+        killed.kill()  # SIGKILL: its cleanup never runs, its containers stay
+        killed.wait()
+        assert _objects(stale_name)[0], "the killed run's containers should still be there"
+
+        listed = _invoke_down("--cluster", "local")
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        rows = {line.split()[0]: line.split()[1] for line in listed.stdout.splitlines() if line.strip()}
+        assert rows[live_name] == local_cluster.RUNNING and rows[stale_name] == local_cluster.STALE
+        assert "nothing removed" in listed.stderr
+        assert _objects(stale_name)[0] and len(_objects(live_name)[0]) == 2
+
+        # The next launch names the leftover and how to remove it, and removes nothing itself.
+        capsys.readouterr()
+        job = local_cluster.LocalRun(image=rehearsal_image.ref, nodes=1, gpus_per_node=0, run="true",
+                                     name=f"skyrl-next-{tag}")
+        assert local_cluster.run(job, stream=io.StringIO()) == 0
+        report = capsys.readouterr().err
+        assert "leftover local cluster(s) whose launcher is gone" in report and stale_name in report
+        assert "invoke down --cluster local --stale" in report and live_name not in report
+        assert _objects(stale_name)[0]
+
+        removed = _invoke_down("--cluster", "local", "--stale")
+        assert removed.returncode == 0, removed.stdout + removed.stderr
+        assert stale_name in removed.stderr and live_name not in removed.stderr
+        assert _objects(stale_name) == ([], [])
+
+        # The live run was never touched: released now, it finishes cleanly.
+        for container in _objects(live_name)[0]:
+            assert container.exec_run(["touch", "/tmp/go"]).exit_code == 0
+        out, _ = live.communicate(timeout=120)
+        assert live.returncode == 0, out
+        assert "(node0) released" in out and "(node1) released" in out and "node lost" not in out
+        assert _objects(live_name) == ([], [])
+    finally:
+        for proc in (live, killed):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for name in (live_name, stale_name):
+            local_cluster.down(name=name)
+
+
+@pytest.mark.container
+def test_down_by_name_removes_that_local_run(rehearsal_image):
+    """`invoke down --cluster NAME` removes the named local run (its launcher then sees its nodes lost)."""
+    proc, name = _start_launcher(rehearsal_image.ref, 1, f"skyrl-named-{secrets.token_hex(2)}")
+    try:
+        result = _invoke_down("--cluster", name)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"local cluster {name} removed" in result.stderr
+        assert _objects(name) == ([], [])
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 137, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        local_cluster.down(name=name)
+
+
+def test_stale_applies_to_local_only():
+    from skyrl_stack.errors import StackError
+    from skyrl_stack.launch import down
+
+    with pytest.raises(StackError, match="--stale applies to --cluster local, not skyrl-x"):
+        down("skyrl-x", stale=True)
+
+
+def test_launcher_state_from_labels():
+    """Alive launcher: running; a dead pid or a reused pid (other start time): stale; another host: unknown."""
+    alive = local_cluster.owner_labels("c")
+    assert local_cluster.launcher_state(alive) == local_cluster.RUNNING
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    assert local_cluster.launcher_state({**alive, local_cluster.LAUNCHER_PID_LABEL: str(dead.pid)}) == local_cluster.STALE
+    assert local_cluster.launcher_state({**alive, local_cluster.LAUNCHER_START_LABEL: "1"}) == local_cluster.STALE
+    assert local_cluster.launcher_state({**alive, local_cluster.LAUNCHER_HOST_LABEL: "elsewhere"}) == local_cluster.UNKNOWN
+    assert local_cluster.launcher_state({local_cluster.LABEL: "c"}) == local_cluster.UNKNOWN

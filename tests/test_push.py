@@ -215,3 +215,30 @@ def test_immutable_registry_refuses_before_sending_when_a_tag_holds_another_dige
         assert {tag: registry.manifest_digest(REPO_NAME, tag) for tag in registry.tags(REPO_NAME)} == before
     finally:
         subprocess.run(["docker", "rmi", "--force", "skyrl-stack-test-other:1"], capture_output=True)
+
+
+@pytest.mark.reliability("fault", "Ctrl-C (SIGINT) once every tag of a push is verified",
+                         "push recorded and reported done, exit 0 (not 130)")
+@container
+def test_ctrl_c_after_the_push_completed_reports_success(built, registry, login, monkeypatch, capsys):
+    """Issue 10: a Ctrl-C that lands once the push is done (here: a real SIGINT to this process, sent
+    the moment the record is written; the one seam, since a key press cannot be timed) must not turn a
+    completed push into exit 130: push returns its record and says the push succeeded."""
+    import os
+    import signal
+
+    from skyrl_stack.records import BuildRecord
+
+    save = BuildRecord.save
+
+    def save_then_ctrl_c(self, *args, **kwargs):
+        result = save(self, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(BuildRecord, "save", save_then_ctrl_c)
+    repo = f"{registry.host}/{REPO_NAME}"
+    record = push_variant("rehearsal", repository=repo, override_gate=True, backoff_seconds=0.1)
+    assert record.pushed["ref"] == f"{repo}@{built.digest}"
+    assert registry.manifest_digest(REPO_NAME, "rehearsal-latest") == built.digest
+    assert "interrupted after the push completed" in capsys.readouterr().err

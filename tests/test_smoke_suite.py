@@ -7,9 +7,12 @@ run of the CPU tiers of this machine.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -181,3 +184,89 @@ def test_each_tier_cleans_up_before_the_next():
 
     run_checks([Check("ray.head", starts_something), Check("engine.x", later)], Context(host=True, gpus="none"))
     assert order == ["cleanup", "next tier"]
+
+
+def test_the_suite_lists_each_check_once(tmp_path):
+    """Issue 10: the suite printed each check as it ran and then again in the summary table, which a
+    newcomer read as two runs. The console gets the live lines and one verdict line; the table is summary.txt."""
+    result = subprocess.run([sys.executable, "-m", "skyrl_stack.smoke", "--host", "--gpus", "none", "--tier", "environment",
+                             "--report", str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    checks = json.loads((tmp_path / "smoke.json").read_text())["checks"]
+    lines = result.stdout.splitlines()
+    assert checks and [sum(c["name"] in line.split() for line in lines) for c in checks] == [1] * len(checks), result.stdout
+    verdict = [line for line in (tmp_path / "summary.txt").read_text().splitlines() if line.startswith(("OK:", "FAILED:", "NOTHING CHECKED:"))]
+    assert verdict and verdict[0] in lines, result.stdout
+
+
+def _python310() -> str | None:
+    """Ubuntu 22.04's Python: python3.10 on PATH, else pyenv's (this project's CI machines have it)."""
+    # (pyenv's shim on PATH fails where no pyenv version selects 3.10: try the interpreter itself too)
+    candidates = [shutil.which("python3.10"), *sorted(Path.home().glob(".pyenv/versions/3.10*/bin/python3.10"))]
+    for found in filter(None, candidates):
+        probe = subprocess.run([str(found), "-c", "import sys; assert sys.version_info[:2] == (3, 10)"], capture_output=True)
+        if probe.returncode == 0:
+            return str(found)
+    return None
+
+
+@pytest.fixture(scope="module")
+def python310(tmp_path_factory) -> Path:
+    """A fresh Python 3.10 venv with nothing installed (pip, as `python3 -m venv` gives; torch for 3.10
+    is a 555 MB wheel plus its CUDA wheels, too much for a test, so the torch checks must say so)."""
+    python = _python310()
+    if python is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but no python3.10 (pyenv 3.10.x or python3.10 on PATH): the host run on "
+                        "Ubuntu 22.04's Python would go unchecked", pytrace=False)
+        pytest.skip("no python3.10 on this machine: the host run on Python 3.10 is not checked here")
+    venv = tmp_path_factory.mktemp("py310") / "venv"
+    subprocess.run([python, "-m", "venv", str(venv)], check=True, capture_output=True)
+    return venv / "bin" / "python"
+
+
+def _host_run_310(python: Path, report_dir: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """`python3.10 -m skyrl_stack.smoke --host ...` from a checkout (PYTHONPATH, no install), outside it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
+    result = subprocess.run([str(python), "-m", "skyrl_stack.smoke", "--host", "--report", str(report_dir), *args],
+                            cwd=report_dir.parent, env={**env, "PYTHONPATH": str(REPO_ROOT)},
+                            capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
+    report_file = report_dir / "smoke.json"
+    assert report_file.exists(), result.stdout + result.stderr
+    data = json.loads(report_file.read_text())
+    assert data["python"].startswith("3.10."), data["python"]
+    return result, {c["name"]: c for c in data["checks"]}
+
+
+def test_host_run_on_python_310_with_nothing_installed(python310, tmp_path):
+    """Issue 9 item 5, on a real 3.10: the README's host command runs to its report; the checks that
+    need torch are skipped and say why (no variant: nothing says torch must be there)."""
+    result, checks = _host_run_310(python310, tmp_path / "plain", "--tier", "cuda,gpu", "--gpus", "all")
+    assert "python 3.10." in result.stdout.splitlines()[0]
+    for name in ("cuda.torch-cuda", "cuda.torch-libraries"):
+        assert (checks[name]["status"], checks[name]["detail"]) == ("skipped", "torch not installed (variant unknown)")
+    assert all(c["status"] == "skipped" and c["detail"] for n, c in checks.items() if n.startswith("gpu."))
+
+
+def test_host_run_on_python_310_loads_the_pins(python310, tmp_path):
+    """With --variant the pins load on 3.10 (no tomllib: pip's vendored tomli) and the torch a vllm
+    host must have is reported missing by name, not as a crash."""
+    result, checks = _host_run_310(python310, tmp_path / "vllm", "--variant", "vllm", "--tier", "cuda", "--gpus", "none")
+    data = json.loads((tmp_path / "vllm" / "smoke.json").read_text())
+    assert (data["variant"], data["pins_digest"]) == ("vllm", load_pins().digest())
+    assert checks["cuda.torch-cuda"]["status"] == "failed"
+    assert checks["cuda.torch-cuda"]["detail"] == "torch does not import: No module named 'torch'"
+    assert result.returncode == 1
+
+
+def test_a_variant_whose_pins_do_not_load_is_an_error_not_a_quiet_unknown(tmp_path):
+    """--variant names what to expect; a host whose Python cannot read pins.toml (no tomllib, no tomli,
+    simulated by hiding them) used to run on as "variant unknown", skipping what the variant needs."""
+    code = ("import sys\nfor name in ('tomllib', 'tomli', 'pip._vendor.tomli'): sys.modules[name] = None\n"
+            "from skyrl_stack.smoke.main import main\n"
+            f"sys.exit(main(['--host', '--variant', 'vllm', '--tier', 'cuda', '--report', {str(tmp_path)!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and not (tmp_path / "smoke.json").exists(), result.stdout + result.stderr
+    assert "error: --variant vllm needs pins.toml, which this Python cannot read" in result.stderr
+    assert "Traceback" not in result.stderr

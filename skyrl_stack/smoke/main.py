@@ -68,6 +68,9 @@ def make_context(args) -> Context:
         ctx.manifest_error = f"{args.manifest} not found"
     except (OSError, ValueError) as exc:
         ctx.manifest_error = f"{args.manifest} unreadable: {exc}"
+    if args.variant and ctx.pins is None:  # running on as "variant unknown" would skip what it needs
+        raise ValueError(f"--variant {args.variant} needs pins.toml, which this Python cannot read: "
+                         f"{ctx.cache['pins_error']}")
     name = args.variant or (ctx.manifest or {}).get("variant")
     if name and ctx.pins is not None:
         ctx.variant = ctx.pins.variant(name)
@@ -100,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     results = run_checks(checks, ctx, on_result=lambda r: print(report.progress_line(r), flush=True))
     seconds = time.monotonic() - started
-    print()
-    print(report.summary_table(results, seconds), flush=True)
+    # Each check was printed as it ran: the console ends with the verdict only (the
+    # whole table again read as a second run); the table goes to summary.txt.
+    print("\n".join(report.verdict_lines(results, seconds)), flush=True)
     if args.report:
         meta = {
             "variant": ctx.variant.name if ctx.variant else None,

@@ -27,15 +27,20 @@ def summary_table(results: list[Result], seconds: float) -> str:
     for r in results:
         detail = r.detail if r.status == PASSED else f"{r.status}: {r.detail}"
         lines.append(f"{r.name:{width}}  {r.status:7}  {r.seconds:6.2f}s  {detail}")
+    lines.append("-" * (width + 40))
+    return "\n".join(lines + verdict_lines(results, seconds))
+
+
+def verdict_lines(results: list[Result], seconds: float) -> list[str]:
+    """The run's verdict: the table's last lines, and what the console shows after the live lines."""
     n = counts(results)
     # Skipped is never passed: a run where everything skipped proves nothing and says so.
     verdict = "FAILED" if n[FAILED] else ("OK" if n[PASSED] else "NOTHING CHECKED")
-    lines.append("-" * (width + 40))
-    lines.append(f"{verdict}: {n[PASSED]} passed, {n[FAILED]} failed, {n[SKIPPED]} skipped in {seconds:.1f}s")
+    lines = [f"{verdict}: {n[PASSED]} passed, {n[FAILED]} failed, {n[SKIPPED]} skipped in {seconds:.1f}s"]
     failed = [r.name for r in results if r.status == FAILED]
     if failed:
         lines.append(f"first failure: {failed[0]} (later failures may follow from it)")
-    return "\n".join(lines)
+    return lines
 
 
 def json_report(results: list[Result], seconds: float, meta: dict) -> dict:
