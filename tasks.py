@@ -24,11 +24,12 @@ from skyrl_stack.cli import reports_errors, split_csv
         "progress": "buildx progress: auto | plain | tty | quiet",
         "cache_ref": "repository for BuildKit's build cache, tagged per variant (cache-from/to, mode=max), e.g. in CI",
         "git_token_env": "name of an environment variable holding a git token for a private SkyRL fork (a build secret)",
+        "compression": "layer compression: zstd (default; Docker >= 23, containerd >= 1.5) | gzip (older engines); pushes send layers as built",
     }
 )
 @reports_errors
 def build(c, variant=None, base_image=None, repository=None, push=False, no_cache=False, ca_bundle=None, progress=None,
-          cache_ref=None, git_token_env=None):
+          cache_ref=None, git_token_env=None, compression=None):
     """Build image variants with docker buildx; writes a build record per variant."""
     from skyrl_stack.build import build_variants
 
@@ -41,6 +42,7 @@ def build(c, variant=None, base_image=None, repository=None, push=False, no_cach
         progress=progress or c.build.progress,
         cache_ref=cache_ref,
         git_token_env=git_token_env,
+        compression=compression or c.build.compression,
     )
     if push:
         # The gate applies here too: each image is smoke-tested before its push.

@@ -123,6 +123,10 @@ def _mb(value: int) -> str:
     return f"{value / 1e6:,.1f} MB"
 
 
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
 def markdown(results: dict) -> str:
     """README's performance table from bench.json's content."""
     rows = [("measure", "value")]
@@ -136,6 +140,16 @@ def markdown(results: dict) -> str:
             ("incremental push after a top-layer change", f"{image['push_incremental_bytes']:,} B "
                                                           f"({image['push_incremental_pct']}% of the first push)"),
         ]
+        if "cold_build_s_per_gb" in image:  # what a change costs per GB of compressed image, and on 20 GB
+            # A top-layer change re-exports only the changed layers (unchanged blobs are kept), so it
+            # does not scale with the image; a cold build (install + compress everything) does.
+            rows.append(("cold build per GB of compressed image (a 20 GB image)",
+                         f"{image['cold_build_s_per_gb']} s/GB ({_minutes(20 * image['cold_build_s_per_gb'])})"))
+        if "pull_s_gzip" in image:
+            rows += [("image compressed, zstd vs gzip", f"{_mb(image['image_compressed_bytes'])} vs "
+                                                        f"{_mb(image['image_compressed_bytes_gzip'])}"),
+                     ("pull (download + unpack) into an empty engine, zstd vs gzip",
+                      f"{image['pull_s_zstd']} s vs {image['pull_s_gzip']} s")]
     start = results.get("start", {})
     if start:
         rows.append(("SkyPilot's DockerInitializer: image vs plain Debian + Ray",
@@ -196,19 +210,13 @@ def run(parts: list[str], repeat: int = 3, readme: bool = True) -> Path:
     results: dict = {"machine": machine(), "variant": "rehearsal"}
     if "image" in parts:
         saved = dict(os.environ)
-        try:  # bench_image builds into its own state dir and registry; its last build is measured below
+        try:  # bench_image builds into its own state dir and registry, both removed when it ends
             _script("bench_image").main()
-            bench_state = os.environ["SKYRL_STACK_STATE_DIR"]
         finally:
             os.environ.clear()
             os.environ.update(saved)
         results["image"] = json.loads((root / "reports" / "bench-image.json").read_text())
-        os.environ["SKYRL_STACK_STATE_DIR"] = bench_state
-        try:
-            ref = load_build_record("rehearsal").ref
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        ref = results["image"]["image_ref"]  # its last build, still in the engine: measured below
     else:
         ref = load_build_record("rehearsal").ref
     if "start" in parts:

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,8 +29,9 @@ def build_variants(
     progress: str = "auto",
     cache_ref: str | None = None,
     git_token_env: str | None = None,
+    compression: str = bake.DEFAULT_COMPRESSION,
 ) -> list[BuildRecord]:
-    """Build each variant, load it into the engine, and record ref and digest.
+    """Build each variant into the engine's image store, and record ref and digest.
 
     All input is checked before anything runs, so a bad variant, repository or
     CA path fails in a second with nothing built or tagged.
@@ -50,6 +50,7 @@ def build_variants(
                          hint="export it, or drop --git-token-env for a public SkyRL repository")
     if cache_ref:
         validate_repository(cache_ref)
+    bake.validate_compression(compression)
     for variant in chosen:
         if variant.lock:  # pins are inputs: a lock that disagrees with them fails here, not after the build
             rehearsal_lock.check(variant)
@@ -59,7 +60,8 @@ def build_variants(
     work.mkdir(parents=True, exist_ok=True)
     with build_lock(work):
         return _build_locked(pins, chosen, repository, work, base_image=base_image, no_cache=no_cache,
-                             ca_bundle=ca_bundle, progress=progress, cache_ref=cache_ref, git_token_env=git_token_env)
+                             ca_bundle=ca_bundle, progress=progress, cache_ref=cache_ref, git_token_env=git_token_env,
+                             compression=compression)
 
 
 # Where a host names its CA bundle, in the order the tools read them (OpenSSL, requests, pip).
@@ -119,12 +121,13 @@ def build_lock(work: Path, wait_seconds: float | None = None):
 
 
 def _build_locked(pins, chosen, repository, work, *, base_image, no_cache, ca_bundle, progress, cache_ref,
-                  git_token_env) -> list[BuildRecord]:
+                  git_token_env, compression) -> list[BuildRecord]:
     definition = bake.bake_definition(
         pins, chosen, repository,
         base_image=base_image,
         ca_bundle=str(Path(ca_bundle).resolve()) if ca_bundle else None,
-        output_dir=work,
+        export=True,
+        compression=compression,
         cache_ref=cache_ref,
         git_token_env=git_token_env,
     )
@@ -153,26 +156,20 @@ def _build_locked(pins, chosen, repository, work, *, base_image, no_cache, ca_bu
     # exporter, which clamps file and config timestamps to it.
     env = dict(os.environ, SOURCE_DATE_EPOCH=str(pins.source_date_epoch))
     digests: dict[str, str] = {}
-    layers: dict[str, dict[str, int]] = {}
-    try:
-        returncode, cert_failure = _run_showing_output(command, env)
-        if returncode != 0:
-            raise StackError(
-                f"docker buildx bake failed for {names} (exit {returncode})"
-                + (": a build step could not verify a TLS certificate" if cert_failure else ""),
-                hint=("behind a TLS-intercepting proxy pass its CA bundle: --ca-bundle /path/to/ca.pem "
-                      "(or set SSL_CERT_FILE); nothing was tagged or pushed" if cert_failure else
-                      "the build output above names the failing step; nothing was tagged or pushed"),
-            )
-        metadata = json.loads(metadata_file.read_text())
-        # Load and verify every variant before tagging or recording any of them.
-        for variant in chosen:
-            digests[variant.name] = metadata[variant.name]["containerimage.digest"]
-            layers[variant.name] = _layer_sizes(work / f"{variant.name}.oci.tar", digests[variant.name])
-            _load(work / f"{variant.name}.oci.tar", digests[variant.name])
-    finally:
-        for variant in chosen:  # archives are the whole image (GBs for the GPU variants)
-            (work / f"{variant.name}.oci.tar").unlink(missing_ok=True)
+    returncode, cert_failure = _run_showing_output(command, env)
+    if returncode != 0:
+        raise StackError(
+            f"docker buildx bake failed for {names} (exit {returncode})"
+            + (": a build step could not verify a TLS certificate" if cert_failure else ""),
+            hint=("behind a TLS-intercepting proxy pass its CA bundle: --ca-bundle /path/to/ca.pem "
+                  "(or set SSL_CERT_FILE); nothing was tagged or pushed" if cert_failure else
+                  "the build output above names the failing step; nothing was tagged or pushed"),
+        )
+    metadata = json.loads(metadata_file.read_text())
+    # Verify every variant before recording any of them.
+    for variant in chosen:
+        digests[variant.name] = metadata[variant.name]["containerimage.digest"]
+        _check_stored(digests[variant.name])
     seconds = round(time.monotonic() - started, 1)
 
     client = engine.client()
@@ -194,7 +191,6 @@ def _build_locked(pins, chosen, repository, work, *, base_image, no_cache, ca_bu
             base_image=target["args"]["BASE_IMAGE"],
             built_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             build_seconds=seconds,
-            layers=layers[variant.name],
             fingerprint=fingerprints[variant.name],
         )
         path = record.save()
@@ -257,23 +253,11 @@ def _unchanged_build(variant: str, repository: str, fingerprint: str) -> BuildRe
     return record if present.returncode == 0 else None
 
 
-def _layer_sizes(archive: Path, digest: str) -> dict[str, int]:
-    """Compressed size of each layer, from the image manifest inside the OCI archive
-    (what a push really sends; the engine only reports unpacked sizes)."""
-    with tarfile.open(archive) as tar:
-        manifest = json.load(tar.extractfile(f"blobs/sha256/{digest.split(':', 1)[1]}"))
-    return {layer["digest"]: layer["size"] for layer in manifest["layers"]}
-
-
-def _load(archive: Path, digest: str) -> None:
-    """Load the OCI archive; the engine's image id must be the manifest digest."""
-    step(f"loading {archive.name} into the engine")
-    result = subprocess.run(["docker", "load", "--quiet", "--input", str(archive)], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise StackError(f"docker load failed: {result.stderr.strip()}", hint="is the engine's containerd image store enabled?")
+def _check_stored(digest: str) -> None:
+    """The engine's image id must be the manifest digest BuildKit reported (what a registry will report)."""
     check = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", digest], capture_output=True, text=True, check=False)
     if check.returncode != 0 or check.stdout.strip() != digest:
         raise StackError(
-            f"loaded image does not have the built digest {digest}",
+            f"the engine does not hold the built image as {digest}",
             hint='enable the containerd image store: {"features": {"containerd-snapshotter": true}} in /etc/docker/daemon.json',
         )

@@ -60,7 +60,7 @@ class BuildRecord:
     base_image: str
     built_at: str  # wall clock of the build, for humans; never inside the image
     build_seconds: float
-    layers: dict = field(default_factory=dict)  # compressed layer digest -> size, from the built manifest
+    layers: dict = field(default_factory=dict)  # compressed layer digest -> size; empty since builds export into the engine store (it exposes no manifest)
     fingerprint: str = ""  # hash of every build input (build.input_fingerprint)
     pushed: dict = field(default_factory=dict)  # filled by `invoke push`
 

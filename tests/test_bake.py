@@ -135,7 +135,7 @@ def test_every_target_stage_and_build_arg_exists_in_the_dockerfile(variant):
 def test_buildx_bake_print_accepts_production_targets(tmp_path, docker_engine):
     """Static check of the targets this machine cannot build (CUDA base, GitHub, wheels)."""
     path = tmp_path / "bake.json"
-    path.write_text(json.dumps(definition("vllm", "sglang", output_dir=tmp_path)))
+    path.write_text(json.dumps(definition("vllm", "sglang", export=True)))
     result = subprocess.run(["docker", "buildx", "bake", "--file", str(path), "--print", "vllm", "sglang"],
                             cwd=bake.REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -143,6 +143,26 @@ def test_buildx_bake_print_accepts_production_targets(tmp_path, docker_engine):
     assert printed["vllm"]["args"]["SKYRL_EXTRA"] == "vllm"
     assert printed["sglang"]["target"] == "sglang"
     assert printed["vllm"]["args"]["BASE_IMAGE"] == load_pins().base_image
+
+
+def test_build_exports_into_the_engine_store_with_the_chosen_compression():
+    """No OCI archive and no rewrite-timestamp (it re-compresses every layer on every build,
+    and cannot unpack into the engine: moby/buildkit#4230); zstd unless gzip is asked for."""
+    (output,) = definition("rehearsal", export=True)["target"]["rehearsal"]["output"]
+    assert output.split(",") == ["type=image", "compression=zstd", "force-compression=true", "oci-mediatypes=true"]
+    (gzip_output,) = definition("rehearsal", export=True, compression="gzip")["target"]["rehearsal"]["output"]
+    assert "compression=gzip" in gzip_output.split(",")
+    assert "output" not in definition("rehearsal")["target"]["rehearsal"]  # goldens and `bake --print`: no export
+
+
+def test_unknown_compression_is_refused_before_anything_runs():
+    with pytest.raises(StackError, match=r"unknown layer compression 'lz4'") as err:
+        definition("rehearsal", export=True, compression="lz4")
+    assert "zstd, gzip" in err.value.hint
+    from skyrl_stack.build import build_variants
+
+    with pytest.raises(StackError, match=r"unknown layer compression 'xz'"):
+        build_variants(["rehearsal"], REPO, compression="xz")
 
 
 def test_build_fingerprint_follows_every_input(tmp_path, monkeypatch):

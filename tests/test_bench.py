@@ -59,6 +59,17 @@ def test_readme_table_is_replaced_between_markers(tmp_path):
     assert "on 2 x CPU (rehearsal image)" in text
 
 
+def test_image_rows_give_the_20_gb_cost_and_both_compressions():
+    image = {"cold_build_s": 120.0, "top_layer_rebuild_s": 6.0, "noop_rebuild_s": 0.2, "push_incremental_bytes": 4200,
+             "push_incremental_pct": 0.001, "cold_build_s_per_gb": 300.0, "image_compressed_bytes": 400_000_000,
+             "image_compressed_bytes_gzip": 450_000_000, "pull_s_zstd": 3.1, "pull_s_gzip": 7.4}
+    table = bench.markdown({"machine": "2 x CPU", "image": image})
+    assert "| rebuild after a top-layer change | 6.0 s (5% of cold) |" in table
+    assert "| cold build per GB of compressed image (a 20 GB image) | 300.0 s/GB (100.0 min) |" in table
+    assert "| image compressed, zstd vs gzip | 400.0 MB vs 450.0 MB |" in table
+    assert "| pull (download + unpack) into an empty engine, zstd vs gzip | 3.1 s vs 7.4 s |" in table
+
+
 def test_readme_without_markers_is_one_error(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# x\n")

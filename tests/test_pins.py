@@ -197,8 +197,11 @@ def test_dockerfile_runs_this_check():
     dockerfile = (REPO_ROOT / "docker" / "Dockerfile").read_text()
     stage = dockerfile.split("AS skyrl-lock-check", 1)[1].split("\nFROM ", 1)[0]
     assert EXPORT in stage and "python3 /tmp/lock_check.py --expect" in stage
-    venv = dockerfile.split("AS venv-skyrl", 1)[1]
-    assert venv.index("COPY --from=skyrl-lock-check") < venv.index("install-layer "), "the check must gate the install"
+    venv = "\n".join(line for line in dockerfile.split("AS venv-skyrl", 1)[1].splitlines()
+                     if not line.lstrip().startswith("#"))  # instructions only: comments name install-layer too
+    # The checked export enters through a bind mount of the check stage (`--mount=type=bind,from=skyrl-lock-check`,
+    # then cp: no COPY, see the Dockerfile's SHELL), so the install cannot start before the check has passed.
+    assert venv.index("from=skyrl-lock-check") < venv.index("install-layer "), "the check must gate the install"
 
 
 def test_uv_is_the_pinned_one():
