@@ -20,6 +20,9 @@ CATALOG = "common/accelerators.csv"
 
 def catalog_path() -> str:
     """Where SkyPilot keeps the accelerator catalog (sky/catalog/common.py get_catalog_path)."""
+    from skyrl_stack.skypilot_import import import_sky
+
+    import_sky()  # the whole package loads first anyway; this way at the lower cost
     from sky.catalog import common
 
     return common.get_catalog_path(CATALOG)

@@ -408,8 +408,10 @@ def validate(config: dict) -> None:
 
 
 def _validate(config: dict) -> None:
+    from skyrl_stack.skypilot_import import import_sky
+
     try:
-        import sky
+        sky = import_sky()
         from sky.utils import common_utils, schemas
     except ImportError as exc:
         raise StackError(f"SkyPilot is not installed: {exc}", hint="pip install 'skypilot[aws]' (or --no-validate)") from None
