@@ -22,8 +22,11 @@ def catalog_path() -> str:
     """Where SkyPilot keeps the accelerator catalog (sky/catalog/common.py get_catalog_path)."""
     from skyrl_stack.skypilot_import import import_sky
 
-    import_sky()  # the whole package loads first anyway; this way at the lower cost
-    from sky.catalog import common
+    try:
+        import_sky()  # the whole package loads first anyway; this way at the lower cost
+        from sky.catalog import common
+    except ImportError as exc:
+        raise StackError(f"SkyPilot is not installed: {exc}", hint="pip install 'skypilot[aws]' (or --no-validate)") from None
 
     return common.get_catalog_path(CATALOG)
 

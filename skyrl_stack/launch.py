@@ -144,9 +144,11 @@ def launch_secrets(spec: TaskSpec, required: bool) -> dict:
 
 
 def _sdk():
+    from skyrl_stack.skypilot_import import import_sky
+
     os.environ.setdefault("SKYPILOT_DEBUG", "0")
     try:
-        import sky
+        sky = import_sky()
     except ImportError as exc:
         raise StackError(f"SkyPilot is not installed: {exc}", hint="pip install 'skypilot[aws]'") from None
     return sky
