@@ -13,7 +13,7 @@ import sys
 
 from skyrl_stack.cli import step
 from skyrl_stack.errors import StackError
-from skyrl_stack.render import for_local, render, task_config
+from skyrl_stack.render import ENV_BOUND, for_local, render, task_config
 from skyrl_stack.task_spec import LOCAL, TaskSpec, parse_whole_number, refuse_control_characters, training_overrides
 
 # Registries a cloud node cannot pull from.
@@ -64,14 +64,19 @@ def launch(
             f"image {spec.image} is in a registry only this machine can reach",
             hint="push it to a registry the cloud can pull from (invoke push), then launch",
         )
+    # What can be refused without work comes first: the gate and the plan check may pull a large image.
+    confirm = confirm and not dry_run
+    if confirm and not sys.stdin.isatty():
+        raise StackError("launching asks for confirmation, but stdin is not a terminal",
+                         hint="see the plan with --dry-run, then launch with --yes")
+    secrets = launch_secrets(spec, required=not dry_run)
     if not dry_run:
         require_smoke_passed(spec.image, skip_smoke_gate)
         require_plan_validated(spec, skip_smoke_gate)
-    secrets = launch_secrets(spec, required=not dry_run)
     path, _ = render(spec, command=command)
     step(f"rendered {path}")
     return _sky_launch(spec, path, secrets, cluster or default_cluster(spec), dry_run, detach, autostop, down, env_overrides,
-                       confirm=confirm and not dry_run)
+                       confirm=confirm)
 
 
 def require_smoke_passed(image: str, override: bool) -> None:
@@ -250,9 +255,6 @@ def _sky_launch(spec, path, secrets, cluster, dry_run, detach, autostop, down, e
     except ValueError as exc:
         raise StackError(f"SkyPilot rejects the task: {' '.join(str(exc).split())}", hint="re-render it: invoke render") from None
     step(f"sky.launch {cluster} on {spec.infra or 'any cloud'} ({spec.nodes} node(s), {spec.gpus or 'no GPUs'})")
-    if confirm and not sys.stdin.isatty():
-        raise StackError("launching asks for confirmation, but stdin is not a terminal",
-                         hint="see the plan with --dry-run, then launch with --yes")
     if confirm:
         _confirm_plan(task, cluster, spec.cloud)
     job_id, _handle = _api("launch", task, cluster_name=cluster, dryrun=dry_run, idle_minutes_to_autostop=autostop,
@@ -277,7 +279,10 @@ def _confirm_plan(task, cluster: str, cloud: str | None) -> None:
     from sky.utils import dag_utils
 
     _api("optimize", dag_utils.convert_entrypoint_to_dag(task), cloud=cloud)
-    answer = input(f"Launch {cluster} with this plan (COST is $ per hour for all {task.num_nodes} node(s))? [y/N] ")
+    try:
+        answer = input(f"Launch {cluster} with this plan (COST is $ per hour for all {task.num_nodes} node(s))? [y/N] ")
+    except EOFError:  # Ctrl-D: no answer is a no
+        answer = ""
     if answer.strip().lower() not in ("y", "yes"):
         raise StackError(f"launch of {cluster} not confirmed: nothing was launched",
                          hint="invoke launch --dry-run shows the plan without asking")
@@ -389,5 +394,10 @@ def parse_env(values) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
             raise StackError(f"bad --env {item!r}", hint="use KEY=VALUE, e.g. --env SKYRL_RAY_JOIN_TIMEOUT=60")
+        if key in ENV_BOUND.values():
+            # These feed the training command, whose plan is checked before launch; an --env would change it unchecked.
+            option = next(k for k, v in ENV_BOUND.items() if v == key)
+            raise StackError(f"--env {key} would change {option} after the plan was checked",
+                             hint=f"use --set {option}=VALUE (or --logger for trainer.logger)")
         result[key] = value
     return result

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from skyrl_stack import skylet, skypilot_container
 from skyrl_stack.cli import step
-from skyrl_stack.errors import StackError
+from skyrl_stack.errors import StackError, first_line
 
 LABEL = "skyrl-stack.local-cluster"  # value: the run's name, on its containers and its network
 OWNER_LABEL = "skyrl-stack.owner"  # user@host who launched the run
@@ -337,7 +337,7 @@ def local_clusters(docker) -> list[LocalCluster]:
 
 def remove(run: LocalCluster) -> None:
     """Remove one run's containers, then its network (gone already is fine: its launcher may be cleaning up)."""
-    from docker.errors import NotFound
+    from docker.errors import APIError, NotFound
 
     for remove_one in [*(lambda c=c: c.remove(force=True) for c in run.containers),
                        *(network.remove for network in run.networks)]:
@@ -345,6 +345,11 @@ def remove(run: LocalCluster) -> None:
             remove_one()
         except NotFound:
             pass
+        except APIError as exc:
+            # 409: the engine is already removing it (the run's own launcher, at the same moment).
+            if exc.status_code != 409:
+                raise StackError(f"cannot remove local cluster {run.name}: {first_line(str(exc.explanation or exc))}",
+                                 hint=f"see: docker ps -a --filter label={LABEL}={run.name}") from None
 
 
 def report_leftovers(docker) -> None:
@@ -360,8 +365,13 @@ def down(name: str | None = None, stale: bool = False) -> list[str]:
 
     Neither touches a run whose launcher is alive unless it is the one named. With no name and no
     stale, only lists the runs (a bare `invoke down --cluster local` removes nothing)."""
+    from docker.errors import DockerException
+
     docker = client_or_none()
-    runs = local_clusters(docker) if docker is not None else []
+    try:
+        runs = local_clusters(docker) if docker is not None else []
+    except DockerException as exc:
+        raise StackError(f"cannot list local clusters: {first_line(str(exc))}", hint="check `docker info`") from None
     if name is not None:
         chosen = [run for run in runs if run.name == name]
     elif stale:

@@ -249,14 +249,47 @@ def test_launch_shows_skypilots_plan_and_asks_first(state_dir, sdk, monkeypatch,
     assert questions == ["Launch c3 with this plan (COST is $ per hour for all 2 node(s))? [y/N] "]
 
 
-def test_launch_without_a_terminal_needs_yes(state_dir, sdk, monkeypatch):
+def test_launch_without_a_terminal_needs_yes_before_any_work(state_dir, sdk, monkeypatch):
+    """Refused before the gate and the plan check (which may pull a large image): no smoke record exists here,
+    so a gate consulted first would fail with its own message instead."""
     fake_record("vllm")
-    passed_smoke()
     monkeypatch.setenv("WANDB_API_KEY", "k")
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)
     with pytest.raises(StackError, match="stdin is not a terminal") as err:
         launcher.launch(build_spec("vllm", cloud="aws"), confirm=True)
-    assert "--yes" in err.value.hint and "optimize" not in sdk.calls and "launch" not in sdk.calls
+    assert "--yes" in err.value.hint
+    assert not {"plan_check", "optimize", "launch"} & set(sdk.calls)
+
+
+def test_a_missing_secret_is_refused_before_the_plan_check(state_dir, sdk, monkeypatch):
+    fake_record("vllm")
+    passed_smoke()
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    with pytest.raises(StackError, match="^WANDB_API_KEY is not set"):
+        launcher.launch(build_spec("vllm", cloud="aws"), detach=True)
+    assert "plan_check" not in sdk.calls and "launch" not in sdk.calls
+
+
+def test_ctrl_d_at_the_question_is_a_no(state_dir, sdk, monkeypatch):
+    fake_record("vllm")
+    passed_smoke()
+    monkeypatch.setenv("WANDB_API_KEY", "k")
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+
+    def eof(prompt):
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", eof)
+    with pytest.raises(StackError, match="^launch of c4 not confirmed: nothing was launched$"):
+        launcher.launch(build_spec("vllm", cloud="aws"), cluster="c4", detach=True, confirm=True)
+    assert "launch" not in sdk.calls
+
+
+@pytest.mark.parametrize("name", ["LOGGER", "INFERENCE_BACKEND"])
+def test_env_may_not_change_the_checked_training_command(name):
+    with pytest.raises(StackError, match=f"^--env {name} would change .* after the plan was checked$") as err:
+        launcher.parse_env([f"{name}=console"])
+    assert "--set" in err.value.hint
 
 
 def _status_response(name, status, resources):
@@ -373,6 +406,11 @@ def test_dry_run_and_rehearsal_skip_the_plan_check(state_dir, sdk, monkeypatch):
     fake_record("vllm")
     launcher.launch(build_spec("vllm", cloud="aws", logger="console"), dry_run=True)
     assert "plan_check" not in sdk.calls
+    # The rehearsal has no SkyRL: a real (not dry-run) launch goes ahead without a plan check.
+    fake_record("rehearsal")
+    passed_smoke()
+    assert launcher.launch(build_spec("rehearsal", cloud="aws"), detach=True) == 0
+    assert "plan_check" not in sdk.calls and "launch" in sdk.calls
 
 
 @pytest.mark.container

@@ -408,3 +408,28 @@ def test_launcher_state_from_labels():
     assert local_cluster.launcher_state({**alive, local_cluster.LAUNCHER_START_LABEL: "1"}) == local_cluster.STALE
     assert local_cluster.launcher_state({**alive, local_cluster.LAUNCHER_HOST_LABEL: "elsewhere"}) == local_cluster.UNKNOWN
     assert local_cluster.launcher_state({local_cluster.LABEL: "c"}) == local_cluster.UNKNOWN
+
+
+def test_remove_tolerates_a_removal_in_progress_and_names_other_engine_errors():
+    """The engine answers 409 when the run's own launcher is removing the same container at that moment:
+    that is done, not an error. Any other engine error is one line naming the run, not a traceback.
+    (Stand-in containers: the race cannot be produced on demand with the real engine.)"""
+    from docker.errors import APIError
+
+    from skyrl_stack.errors import StackError
+    from skyrl_stack.local_cluster import LocalCluster, remove
+
+    class Answer:
+        def __init__(self, status):
+            self.status_code, self.reason, self.url = status, "", ""
+
+    class Container:
+        def __init__(self, status):
+            self.status = status
+
+        def remove(self, force):
+            raise APIError("engine says no", response=Answer(self.status), explanation="engine says no")
+
+    remove(LocalCluster("skyrl-local-x-abc123", {}, containers=[Container(409)], networks=[]))
+    with pytest.raises(StackError, match=r"^cannot remove local cluster skyrl-local-x-abc123: .*engine says no"):
+        remove(LocalCluster("skyrl-local-x-abc123", {}, containers=[Container(500)], networks=[]))
