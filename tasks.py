@@ -31,7 +31,7 @@ from skyrl_stack.cli import reports_errors, split_csv
 def build(c, variant=None, base_image=None, repository=None, push=False, no_cache=False, ca_bundle=None, progress=None,
           cache_ref=None, git_token_env=None, compression=None):
     """Build image variants with docker buildx; writes a build record per variant."""
-    from skyrl_stack.build import build_variants
+    from skyrl_stack.image.build import build_variants
 
     records = build_variants(
         variants=split_csv(variant or c.image.variant),
@@ -46,8 +46,8 @@ def build(c, variant=None, base_image=None, repository=None, push=False, no_cach
     )
     if push:
         # The gate applies here too: each image is smoke-tested before its push.
-        from skyrl_stack.push import push_variants
-        from skyrl_stack.smoke_run import run_smoke
+        from skyrl_stack.image.push import push_variants
+        from skyrl_stack.smoke.runner import run_smoke
 
         for record in records:
             run_smoke(variant=record.variant)
@@ -65,7 +65,7 @@ def build(c, variant=None, base_image=None, repository=None, push=False, no_cach
 @reports_errors
 def push(c, variant=None, repository=None, registry="generic", skip_smoke_gate=False):
     """Push built images: digest first, verified against the registry, then the human tags."""
-    from skyrl_stack.push import push_variants
+    from skyrl_stack.image.push import push_variants
 
     push_variants(split_csv(variant or c.image.variant), repository=repository, registry=registry,
                   override_gate=skip_smoke_gate)
@@ -82,7 +82,7 @@ def push(c, variant=None, repository=None, registry="generic", skip_smoke_gate=F
 @reports_errors
 def promote(c, variant, image, registry="generic", skip_smoke_gate=False):
     """Move a pushed digest's human tags registry-side, once its smoke record says the GPU tiers passed."""
-    from skyrl_stack.promote import promote as promote_image
+    from skyrl_stack.image.promote import promote as promote_image
 
     promote_image(variant, image, registry=registry, override_gate=skip_smoke_gate)
 
@@ -91,8 +91,8 @@ def promote(c, variant, image, registry="generic", skip_smoke_gate=False):
 @reports_errors
 def lock_rehearsal(c):
     """Regenerate the rehearsal variant's hashed lock from pins.toml (uv pip compile, needs PyPI)."""
-    from skyrl_stack.pins import load_pins
-    from skyrl_stack.rehearsal_lock import regenerate
+    from skyrl_stack.image.pins import load_pins
+    from skyrl_stack.image.rehearsal_lock import regenerate
 
     print(regenerate(load_pins()))
 
@@ -101,7 +101,7 @@ def lock_rehearsal(c):
 @reports_errors
 def lint(c):
     """Static checks: hadolint, cfn-lint, GitHub workflow schema, zizmor (workflow security)."""
-    from skyrl_stack.lint import lint as run_lint
+    from skyrl_stack.dev.lint import lint as run_lint
 
     run_lint()
 
@@ -110,7 +110,7 @@ def lint(c):
 @reports_errors
 def test(c, suite="all", pytest_args=""):
     """Run the test suite (the container suite needs scripts/setup-dev.sh first)."""
-    from skyrl_stack.lint import pytest_command
+    from skyrl_stack.dev.lint import pytest_command
 
     c.run(pytest_command(suite, pytest_args), pty=False)
 
@@ -122,7 +122,7 @@ def test(c, suite="all", pytest_args=""):
 @reports_errors
 def bench(c, part=None, repeat=3, no_readme=False):
     """Run the benchmarks (image, SkyPilot start, launch and render, layers): JSON, markdown, README table."""
-    from skyrl_stack import bench as benchmarks
+    from skyrl_stack.dev import bench as benchmarks
 
     benchmarks.run(split_csv(part) or list(benchmarks.PARTS), repeat=int(repeat), readme=not no_readme)
 
@@ -145,7 +145,7 @@ def bench(c, part=None, repeat=3, no_readme=False):
 @reports_errors
 def smoke(c, variant=None, image=None, gpus="all", tier=None, report=None, host=False, overrides_file=None):
     """Run the smoke suite in the image as SkyPilot would; the result gates push and launch."""
-    from skyrl_stack.smoke_run import run_smoke
+    from skyrl_stack.smoke.runner import run_smoke
 
     if not (variant or image or host):
         variant = c.image.variant
@@ -175,7 +175,7 @@ _TASK_HELP = {
 
 def _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, image, allow_tag,
                registry_login, pull_secret, logger, registry, network_tier=None):
-    from skyrl_stack.render import build_spec
+    from skyrl_stack.launch.render import build_spec
 
     return build_spec(
         variant or c.image.variant, cloud=cloud or c.launch.cloud, gpus=gpus or None,
@@ -192,13 +192,15 @@ def render(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk
            image=None, allow_tag=False, registry_login=None, pull_secret=None, logger=None, out=None, no_validate=False,
            registry="generic", network_tier=None):
     """Write the SkyPilot task YAML for a built image (by digest), checked by SkyPilot's own parser."""
-    from skyrl_stack.launch import command_line
-    from skyrl_stack.render import render as render_task
+    from skyrl_stack.launch.sdk import command_line
+    from skyrl_stack.launch.render import render as render_task
 
     spec = _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, image, allow_tag,
                       registry_login, pull_secret, logger, registry, network_tier)
+    from skyrl_stack.project import shown
+
     path, _ = render_task(spec, out=out, command=command_line(), check=not no_validate)
-    print(path)
+    print(shown(path))
 
 
 @task(iterable=["set", "env"], help={
@@ -218,7 +220,7 @@ def launch(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk
     """Launch the task with SkyPilot (`--cloud local`: N local containers); exits with the job's code."""
     from invoke.exceptions import Exit
 
-    from skyrl_stack.launch import command_line, launch as launch_task, parse_env
+    from skyrl_stack.launch.sdk import command_line, launch as launch_task, parse_env
 
     spec = _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, image, allow_tag,
                       registry_login, pull_secret, logger, registry, network_tier)
@@ -233,7 +235,7 @@ def launch(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk
 @reports_errors
 def status(c, cluster=None):
     """SkyPilot clusters and their state."""
-    from skyrl_stack.launch import status as cluster_status
+    from skyrl_stack.launch.sdk import status as cluster_status
 
     cluster_status(cluster)
 
@@ -245,7 +247,7 @@ def logs(c, cluster=None, job_id=None, no_follow=False):
     """Stream a job's logs; exits with the job's code."""
     from invoke.exceptions import Exit
 
-    from skyrl_stack.launch import logs as job_logs
+    from skyrl_stack.launch.sdk import logs as job_logs
 
     code = job_logs(cluster or f"skyrl-{c.image.variant}", job_id=job_id, follow=not no_follow)
     if code:
@@ -257,7 +259,7 @@ def logs(c, cluster=None, job_id=None, no_follow=False):
 @reports_errors
 def down(c, cluster=None, stale=False):
     """Tear a cluster down (bucket checkpoints survive; node disks do not)."""
-    from skyrl_stack.launch import down as cluster_down
+    from skyrl_stack.launch.sdk import down as cluster_down
 
     cluster_down(cluster or f"skyrl-{c.image.variant}", stale=stale)
 
@@ -276,7 +278,7 @@ _INFRA_HELP = {
 @reports_errors
 def infra_up(c, cloud="aws", region=None, stack_name=None, repository_name=None, untagged_expiry_days=None):
     """Create or update the registry stack (ECR repository + node instance profile); records its outputs."""
-    from skyrl_stack import aws_stack
+    from skyrl_stack.infra import aws_stack
 
     aws_stack.check_cloud(cloud)
     result = aws_stack.deploy(region, stack_name or aws_stack.DEFAULT_STACK_NAME, repository_name=repository_name,
@@ -288,7 +290,7 @@ def infra_up(c, cloud="aws", region=None, stack_name=None, repository_name=None,
 @reports_errors
 def infra_outputs(c, cloud="aws", region=None, stack_name=None):
     """Show the registry stack's outputs (and record them for push/render --registry ecr)."""
-    from skyrl_stack import aws_stack
+    from skyrl_stack.infra import aws_stack
 
     aws_stack.check_cloud(cloud)
     aws_stack.print_outputs(aws_stack.refresh_outputs(region, stack_name or aws_stack.DEFAULT_STACK_NAME))
@@ -298,7 +300,7 @@ def infra_outputs(c, cloud="aws", region=None, stack_name=None):
 @reports_errors
 def infra_down(c, cloud="aws", region=None, stack_name=None):
     """Delete the registry stack (CloudFormation keeps a repository that still holds images)."""
-    from skyrl_stack import aws_stack
+    from skyrl_stack.infra import aws_stack
 
     aws_stack.check_cloud(cloud)
     aws_stack.destroy(region, stack_name or aws_stack.DEFAULT_STACK_NAME)
@@ -308,7 +310,7 @@ def infra_down(c, cloud="aws", region=None, stack_name=None):
 @reports_errors
 def infra_skypilot_config(c, region=None):
     """Write the SkyPilot config layer with the stack's instance profile; prints the SKYPILOT_CONFIG line."""
-    from skyrl_stack import aws_stack
+    from skyrl_stack.infra import aws_stack
 
     print(f"export SKYPILOT_CONFIG={aws_stack.write_skypilot_config(region)}")
 

@@ -30,10 +30,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from skyrl_stack.bake import DEFAULT_COMPRESSION  # noqa: E402
-from skyrl_stack.build import build_variants  # noqa: E402
-from skyrl_stack.pins import load_pins  # noqa: E402
-from skyrl_stack.push import push_variant  # noqa: E402
+from skyrl_stack.image.bake import DEFAULT_COMPRESSION  # noqa: E402
+from skyrl_stack.image.build import build_variants  # noqa: E402
+from skyrl_stack.image.pins import load_pins  # noqa: E402
+from skyrl_stack.image.push import push_variant  # noqa: E402
 # A throwaway registry process, so the first push really sends the whole image
 # (a registry that saw earlier runs would already hold most layers).
 from tests.support.registry import RegistryProcess  # noqa: E402
@@ -138,7 +138,7 @@ def largest_layers(ref: str, count: int = 6) -> list[str]:
 
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-image-"))
-    os.environ["SKYRL_STACK_STATE_DIR"] = str(work / "state")
+    os.environ["SKYRL_STACK_WORKSPACE"] = str(work)
     try:
         with RegistryProcess(work / "registry") as registry:
             os.environ["SKYRL_STACK_REGISTRY_USER"] = registry.user

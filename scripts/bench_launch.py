@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Figures for the SkyPilot part: render/list wall times and local time-to-cluster.
 
-    SKYRL_STACK_STATE_DIR=... .venv/bin/python scripts/bench_launch.py [--repeat 5] [--ca-bundle FILE]
+    SKYRL_STACK_WORKSPACE=... .venv/bin/python scripts/bench_launch.py [--repeat 5] [--ca-bundle FILE]
 
 Needs a built rehearsal image (`invoke build --variant rehearsal ...`) in the
 state dir. Measures, each as the median of --repeat runs:
@@ -68,8 +68,8 @@ class _JoinClock:
 
 def setup_at_start(ca_bundle: str | None) -> float:
     """The seed's way: a plain base image, the Python env installed by `setup:` on every node."""
-    from skyrl_stack import local_cluster
-    from skyrl_stack.pins import load_pins
+    from skyrl_stack.launch import local_cluster
+    from skyrl_stack.image.pins import load_pins
 
     pins = load_pins()
     variant = pins.variant("rehearsal")

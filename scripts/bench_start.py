@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark SkyPilot's container start: its own DockerInitializer on the image vs a plain image.
 
-    SKYRL_STACK_STATE_DIR=... .venv/bin/python scripts/bench_start.py [--repeat 3] [--image REF]
+    SKYRL_STACK_WORKSPACE=... .venv/bin/python scripts/bench_start.py [--repeat 3] [--image REF]
 
 The plain image is built in the same run: the same Debian base + Ray from the same hashed lock
 (docker/rehearsal/requirements.lock) in a venv, nothing else, i.e. what a user gets without this
@@ -72,7 +72,7 @@ def measure(image: str, base_image: str, repeat: int, ca_bundle: str | None) -> 
 
 
 def built_rehearsal_ref() -> str:
-    from skyrl_stack.records import load_build_record
+    from skyrl_stack.image.records import load_build_record
 
     return load_build_record("rehearsal").ref
 

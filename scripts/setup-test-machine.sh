@@ -47,7 +47,7 @@ install_packages() {
   command -v htpasswd >/dev/null || need+=(apache2-utils)
   command -v curl >/dev/null || need+=(curl)
   # SkyPilot needs rsync on the launching machine, even for `sky launch --dryrun`
-  # (tests/test_launch_plan.py).
+  # (tests/launch/test_launch_plan.py).
   command -v rsync >/dev/null || need+=(rsync)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing: ${need[*]}"

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.registry import RegistryProcess
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import REPO_ROOT
 # The Debian base image made without a registry (see scripts/setup-test-machine.sh).
 TEST_BASE_IMAGE = os.environ.get("SKYRL_STACK_TEST_BASE", "skyrl-stack/debian-base:bookworm")
 # The host's CA bundle (behind a TLS-intercepting proxy it holds the proxy's CA); test builds
@@ -30,8 +30,8 @@ TEST_REPOSITORY = os.environ.get("SKYRL_STACK_TEST_REPOSITORY", "127.0.0.1:5000/
 @pytest.fixture
 def state_dir(tmp_path, monkeypatch):
     """An empty state directory (.skyrl-stack) for build records and reports."""
-    path = tmp_path / "state"
-    monkeypatch.setenv("SKYRL_STACK_STATE_DIR", str(path))
+    path = tmp_path / ".skyrl-stack"
+    monkeypatch.setenv("SKYRL_STACK_WORKSPACE", str(tmp_path))
     return path
 
 
@@ -73,11 +73,11 @@ def rehearsal_image(docker_engine, tmp_path_factory, test_ca_bundle):
 
     Returns its BuildRecord; the state dir it was written to is record_dir.
     """
-    from skyrl_stack.build import build_variants
+    from skyrl_stack.image.build import build_variants
 
-    state = tmp_path_factory.mktemp("rehearsal-state")
-    old = os.environ.get("SKYRL_STACK_STATE_DIR")
-    os.environ["SKYRL_STACK_STATE_DIR"] = str(state)
+    workspace = tmp_path_factory.mktemp("rehearsal-workspace")
+    old = os.environ.get("SKYRL_STACK_WORKSPACE")
+    os.environ["SKYRL_STACK_WORKSPACE"] = str(workspace)
     try:
         (record,) = build_variants(
             ["rehearsal"], TEST_REPOSITORY, base_image=TEST_BASE_IMAGE,
@@ -85,10 +85,10 @@ def rehearsal_image(docker_engine, tmp_path_factory, test_ca_bundle):
         )
     finally:
         if old is None:
-            os.environ.pop("SKYRL_STACK_STATE_DIR", None)
+            os.environ.pop("SKYRL_STACK_WORKSPACE", None)
         else:
-            os.environ["SKYRL_STACK_STATE_DIR"] = old
-    record.state_dir = state
+            os.environ["SKYRL_STACK_WORKSPACE"] = old
+    record.state_dir = workspace / ".skyrl-stack"
     return record
 
 

@@ -1,4 +1,4 @@
-"""skyrl_stack/bench.py: wasted bytes from real layer tars (OCI whiteouts), the table, the README section."""
+"""skyrl_stack/dev/bench.py: wasted bytes from real layer tars (OCI whiteouts), the table, the README section."""
 from __future__ import annotations
 
 import io
@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from skyrl_stack import bench
+from skyrl_stack.dev import bench
 from skyrl_stack.errors import StackError
 
 

@@ -69,14 +69,14 @@ def test_missing_ca_bundle(state_dir):
 @pytest.mark.parametrize("task", [["build", "--variant", "rehearsal"], ["push", "--variant", "rehearsal"]])
 def test_docker_daemon_not_running(task, state_dir, tmp_path):
     if task[0] == "push":  # push needs a record to get as far as the engine
-        from skyrl_stack.pins import load_pins
-        from skyrl_stack.records import BuildRecord
+        from skyrl_stack.image.pins import load_pins
+        from skyrl_stack.image.records import BuildRecord
 
         BuildRecord(variant="rehearsal", repository="127.0.0.1:5000/x", digest="sha256:" + "0" * 64, tags=[],
                     pins_digest="x", pins=load_pins().raw, source_date_epoch=0, base_image="b", built_at="t",
                     build_seconds=1).save()
         task = task + ["--skip-smoke-gate"]
-    result = invoke(*task, env={"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock", "SKYRL_STACK_STATE_DIR": str(state_dir)})
+    result = invoke(*task, env={"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock", "SKYRL_STACK_WORKSPACE": str(state_dir.parent)})
     assert_clean_error(result, "cannot reach the Docker daemon")
 
 

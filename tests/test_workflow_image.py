@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import REPO_ROOT
 WORKFLOW = REPO_ROOT / ".github" / "workflows" / "image.yml"
 INVOKE = str(Path(sys.executable).with_name("invoke"))
 

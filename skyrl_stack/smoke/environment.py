@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 
-from skyrl_stack.lock_check import public_version
+from skyrl_stack.image.lock_check import public_version
 from skyrl_stack.smoke.suite import Check, Fail, Skip
 
 # What SkyPilot apt-installs at container start (sky/provision/docker_utils.py);
@@ -100,7 +100,7 @@ def package_drift(recorded: dict[str, str], installed: dict[str, str]) -> list[s
 
 
 def check_manifest_packages(ctx) -> str:
-    from skyrl_stack.manifest import installed_packages
+    from skyrl_stack.image.manifest import installed_packages
 
     recorded = ctx.manifest.get("packages", {})
     drift = package_drift(recorded, installed_packages())

@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from skyrl_stack.manifest import MANIFEST_PATH
+from skyrl_stack.image.manifest import MANIFEST_PATH
 from skyrl_stack.smoke import cuda, environment, gpu, inference, raycluster, report, skyrl
 from skyrl_stack.smoke.suite import FAILED, TIERS, Context, run_checks
 
@@ -56,7 +56,7 @@ def make_context(args) -> Context:
     """Pins, variant and manifest as far as this machine has them; a host may have none."""
     ctx = Context(host=args.host, gpus=args.gpus, expected_pins_digest=args.expect_pins_digest)
     try:
-        from skyrl_stack.pins import load_pins
+        from skyrl_stack.image.pins import load_pins
 
         ctx.pins = load_pins()
     except Exception as exc:  # e.g. Python < 3.11 (no tomllib) on a bare GPU host

@@ -2,7 +2,7 @@
 and SkyRL's own `validate_cfg` accepts the result.
 
 The overrides are exactly those of the rendered YAML's training command
-(skyrl_stack.task_spec.training_overrides, written by the host side to a file
+(skyrl_stack.launch.task_spec.training_overrides, written by the host side to a file
 given with --overrides-file; `invoke launch` passes the launched task's).
 Composing them catches a wrong or misspelt key without a GPU: SkyRL's config is
 in Hydra struct mode, so an unknown key fails. Validating runs the check

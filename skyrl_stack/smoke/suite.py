@@ -64,8 +64,8 @@ class Context:
 
     host: bool  # running on a machine, not inside one of our images
     gpus: str  # "all" | "none" | a count, as given on the command line
-    pins: object | None = None  # skyrl_stack.pins.Pins, when loadable
-    variant: object | None = None  # skyrl_stack.pins.Variant, when known
+    pins: object | None = None  # skyrl_stack.image.pins.Pins, when loadable
+    variant: object | None = None  # skyrl_stack.image.pins.Variant, when known
     manifest: dict | None = None
     manifest_error: str | None = None  # why there is no manifest
     # What the host running `invoke smoke` expects the image to hold (its build

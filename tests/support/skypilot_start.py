@@ -1,7 +1,7 @@
 """SkyPilot's own container preparation, driven locally: DockerInitializer.initialize()
 (sky/provision/docker_utils.py, SkyPilot 0.14.1) against an image in this machine's engine.
 
-One harness for the SkyPilot-readiness container test (tests/test_skypilot_container.py)
+One harness for the SkyPilot-readiness container test (tests/launch/test_skypilot_container.py)
 and the SkyPilot-start benchmark (scripts/bench_start.py).
 
 The steps that act on the host rather than on the container or the image are recorded, not
@@ -33,7 +33,7 @@ HOST_SIDE = {
 def host_safe_runner():
     from sky.utils import command_runner
 
-    from skyrl_stack import skypilot_container
+    from skyrl_stack.launch import skypilot_container
 
     class HostSafeRunner(command_runner.LocalProcessCommandRunner):
         """SkyPilot's local runner that runs every command on the container or image, and only records

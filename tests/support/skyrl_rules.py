@@ -9,10 +9,10 @@ skyrl-train/skyrl_train/utils/utils.py:
 * ``validate_cfg``'s ``max_ckpts_to_keep == 0`` check (line 226) and its placement
   check for ``colocate_all`` (lines 297-306).
 
-Written from reading that code, not from skyrl_stack.training_plan, so a test
+Written from reading that code, not from skyrl_stack.launch.training_plan, so a test
 comparing the two can fail. Kept as SkyRL wrote it: floor divisions (``//``),
 fsdp2 (not megatron), critic only when ``trainer.critic.model.path`` is set.
-The real function is run too, in .venv-skyrl (tests/test_training_plan.py).
+The real function is run too, in .venv-skyrl (tests/launch/test_training_plan.py).
 """
 from __future__ import annotations
 
