@@ -1,4 +1,4 @@
-"""Glue between Invoke tasks and the library: error reporting and progress lines.
+"""Glue between Invoke tasks and the library: errors become two lines and an exit code.
 
 Tasks stay thin: they parse options, call a library function, and let
 :func:`reports_errors` turn a :class:`StackError` into two readable lines and a
@@ -6,11 +6,7 @@ non-zero exit (never a traceback, never a half-done side effect).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import signal
-import sys
-import threading
 
 from skyrl_stack.errors import StackError
 
@@ -30,26 +26,6 @@ def reports_errors(fn):
             raise Exit("error: interrupted", code=130) from None
 
     return wrapper
-
-
-def step(message: str) -> None:
-    """A progress line for long operations (builds, pushes, launches)."""
-    print(f"==> {message}", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def interrupt_deferred():
-    """Hold Ctrl-C (SIGINT) until the block ends, for work that is done and only being recorded:
-    yields a list that holds the signal if one came (the caller says so, and does not fail)."""
-    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-        yield []
-        return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield received
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def split_csv(value: str | None) -> list[str]:

@@ -13,9 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from skyrl_stack.cli import step
 from skyrl_stack.errors import StackError
 from skyrl_stack.project import project_root
+from skyrl_stack.reporter import step
 
 CHECKS = {
     "hadolint": ["hadolint", "docker/Dockerfile"],

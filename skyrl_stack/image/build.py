@@ -11,15 +11,14 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from skyrl_stack.image import bake, rehearsal_lock
-
 from skyrl_stack import engine
-from skyrl_stack.cli import step
 from skyrl_stack.errors import StackError
+from skyrl_stack.image import bake, rehearsal_lock
 from skyrl_stack.image.pins import load_pins
 from skyrl_stack.image.records import BuildRecord, load_build_record, state_dir, write_json_atomic
 from skyrl_stack.image.refs import validate_repository
 from skyrl_stack.project import project_root
+from skyrl_stack.reporter import step
 
 
 def build_variants(

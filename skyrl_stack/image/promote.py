@@ -14,11 +14,11 @@ from __future__ import annotations
 import re
 
 from skyrl_stack import engine
-from skyrl_stack.cli import step
 from skyrl_stack.errors import StackError, first_line
 from skyrl_stack.image.pins import load_pins
 from skyrl_stack.image.push import _refuse_taken_immutable_tags, _remote_digest, auth_config, human_tags_for
 from skyrl_stack.image.refs import image_digest, is_ecr, registry_host, validate_repository
+from skyrl_stack.reporter import step
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",

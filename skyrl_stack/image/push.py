@@ -12,20 +12,22 @@ the local tag it made for the push.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
+import threading
 import time
 from datetime import datetime, timezone
 
-from skyrl_stack.image import bake
-
 from skyrl_stack import engine
-from skyrl_stack.cli import interrupt_deferred, step
 from skyrl_stack.errors import StackError, first_line
+from skyrl_stack.image import bake
 from skyrl_stack.image.pins import Pins
 from skyrl_stack.image.records import BuildRecord, load_build_record
 from skyrl_stack.image.refs import is_ecr, registry_host, validate_repository, validate_tag
 from skyrl_stack.launch.task_spec import REGISTRIES
+from skyrl_stack.reporter import step
 
 USER_ENV = "SKYRL_STACK_REGISTRY_USER"
 PASSWORD_ENV = "SKYRL_STACK_REGISTRY_PASSWORD"
@@ -327,3 +329,18 @@ def _remote_digest(client, ref: str, auth: dict | None, missing_ok: bool = False
         raise StackError(f"cannot read {ref} from the registry: {first_line(text)}",
                          hint="no human tag was moved") from None
     return (data.get("Descriptor") or {}).get("digest")
+
+
+@contextlib.contextmanager
+def interrupt_deferred():
+    """Hold Ctrl-C (SIGINT) until the block ends, for work that is done and only being recorded:
+    yields a list that holds the signal if one came (the caller says so, and does not fail)."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield []
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGINT, previous)

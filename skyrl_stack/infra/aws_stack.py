@@ -20,11 +20,11 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from skyrl_stack.cli import step
 from skyrl_stack.errors import StackError
 from skyrl_stack.image.records import state_dir, write_json_atomic, write_text_atomic
 from skyrl_stack.image.refs import validate_repository
 from skyrl_stack.project import project_root
+from skyrl_stack.reporter import step
 
 TEMPLATE = project_root() / "infra" / "aws" / "registry.yaml"
 DEFAULT_STACK_NAME = "skyrl-stack-registry"

@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from skyrl_stack.launch import skylet, skypilot_container
-from skyrl_stack.cli import step
 from skyrl_stack.errors import StackError, first_line
+from skyrl_stack.launch import skylet, skypilot_container
+from skyrl_stack.reporter import step
 
 LABEL = "skyrl-stack.local-cluster"  # value: the run's name, on its containers and its network
 OWNER_LABEL = "skyrl-stack.owner"  # user@host who launched the run

@@ -11,10 +11,10 @@ import os
 import re
 import sys
 
-from skyrl_stack.cli import step
 from skyrl_stack.errors import StackError
 from skyrl_stack.launch.render import ENV_BOUND, for_local, render, task_config
 from skyrl_stack.launch.task_spec import LOCAL, TaskSpec, parse_whole_number, refuse_control_characters, training_overrides
+from skyrl_stack.reporter import step
 
 # Registries a cloud node cannot pull from.
 _LOCAL_REGISTRY = re.compile(r"^(127\.0\.0\.1|localhost|0\.0\.0\.0)(:\d+)?/")

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from skyrl_stack.cli import step
 from skyrl_stack.errors import StackError
 from skyrl_stack.image.records import state_dir, write_json_atomic
 from skyrl_stack.image.refs import image_digest
+from skyrl_stack.reporter import step
 from skyrl_stack.smoke.suite import TIERS
 
 # Older runs are dropped; the gate only needs the recent ones.

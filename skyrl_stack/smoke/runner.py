@@ -19,16 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skyrl_stack import engine
-
-from skyrl_stack.launch import skypilot_container
-
-from skyrl_stack.cli import step
 from skyrl_stack.errors import StackError, first_line
 from skyrl_stack.image.bake import LABEL_PREFIX
 from skyrl_stack.image.pins import load_pins
 from skyrl_stack.image.records import load_build_record
 from skyrl_stack.image.refs import image_digest, parse_reference
+from skyrl_stack.launch import skypilot_container
 from skyrl_stack.project import project_root, workspace
+from skyrl_stack.reporter import step
 from skyrl_stack.smoke import gate as smoke_gate
 from skyrl_stack.smoke.suite import TIERS
 

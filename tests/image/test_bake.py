@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from skyrl_stack.image import bake, refs
 from skyrl_stack.errors import StackError
+from skyrl_stack.image import bake, refs
 from skyrl_stack.image.pins import load_pins
 
 from tests.support.paths import GOLDEN, REPO_ROOT

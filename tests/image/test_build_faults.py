@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 
-from skyrl_stack.image import build
 from skyrl_stack.errors import StackError
+from skyrl_stack.image import build
 from tests.conftest import REPO_ROOT, TEST_BASE_IMAGE
 
 

@@ -21,12 +21,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from skyrl_stack.errors import StackError
 from skyrl_stack.image import pins as pins_module
 from skyrl_stack.image import rehearsal_lock
-from skyrl_stack.errors import StackError
 from skyrl_stack.image.lock_check import expectations, locked_versions
 from skyrl_stack.image.pins import PINS_FILE, Pins, load_pins, schema_errors
 
+from tests.support.layout import image_modules
 from tests.support.paths import DATA, REPO_ROOT
 SKYRL_LOCK = DATA / "skyrl-1ed499c"
 LOCK_CHECK = REPO_ROOT / "skyrl_stack" / "image" / "lock_check.py"
@@ -165,8 +166,7 @@ def test_host_run_modules_need_no_python_newer_than_310():
     """What runs on a bare GPU host and inside the build with the base's python3 (Ubuntu 22.04: 3.10)."""
     vermin = shutil.which("vermin", path=str(Path(sys.executable).parent))
     assert vermin, "vermin (a dev dependency) is not installed"
-    files = ["skyrl_stack/smoke", "skyrl_stack/image/pins.py", "skyrl_stack/image/manifest.py", "skyrl_stack/errors.py",
-             "skyrl_stack/image/lock_check.py", "skyrl_stack/__init__.py"]
+    files = [f for f in image_modules() if f.endswith(".py")]  # what the image carries, as the Dockerfile names it
     out = subprocess.run([vermin, "--target=3.10-", "--violations", "--no-tips", "--eval-annotations",
                           "--backport", "typing", *files], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stdout + out.stderr

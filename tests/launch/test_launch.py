@@ -13,8 +13,8 @@ import re
 
 import pytest
 
-from skyrl_stack.launch import sdk as launcher
 from skyrl_stack.errors import StackError
+from skyrl_stack.launch import sdk as launcher
 from skyrl_stack.launch.render import build_spec
 from skyrl_stack.smoke.gate import record_run
 from tests.launch.test_render import FAKE_DIGEST, FAKE_REPO, _invoke, fake_record, no_skypilot_api_server  # noqa: F401

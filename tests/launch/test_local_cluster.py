@@ -21,8 +21,8 @@ import pytest
 import yaml
 from pytest_docker.plugin import get_docker_services
 
-from skyrl_stack.launch import local_cluster, skypilot_container
 from skyrl_stack.image.pins import load_pins
+from skyrl_stack.launch import local_cluster, skypilot_container
 from skyrl_stack.launch.render import build_spec, for_local, task_config
 
 from tests.support.paths import REPO_ROOT, TESTS

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from skyrl_stack.infra import aws_stack
 from skyrl_stack.errors import StackError
 from skyrl_stack.image.pins import load_pins
 from skyrl_stack.image.records import BuildRecord, write_json_atomic
+from skyrl_stack.infra import aws_stack
 from skyrl_stack.launch.render import build_spec, render
 from skyrl_stack.launch.task_spec import GSM8K_GRPO, training_overrides
 

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from skyrl_stack.launch import skypilot_container
-
-from skyrl_stack.smoke import runner as smoke_run
 from skyrl_stack.errors import StackError
+from skyrl_stack.launch import skypilot_container
+from skyrl_stack.smoke import runner as smoke_run
 
 
 def _skypilot_run_line(run_options: list[str]) -> list[str]:

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from skyrl_stack.smoke import gate as smoke_gate
 from skyrl_stack.errors import StackError
+from skyrl_stack.smoke import gate as smoke_gate
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -14,8 +14,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from skyrl_stack.smoke import gate as smoke_gate
 from skyrl_stack.errors import StackError
+from skyrl_stack.smoke import gate as smoke_gate
 from skyrl_stack.smoke.runner import run_smoke
 
 pytestmark = pytest.mark.container
