@@ -101,6 +101,9 @@ def build_args(pins: Pins, variant: Variant, base_image: str | None = None) -> d
             SKYRL_EXTRA=variant.skyrl_extra,
             # What skyrl-lock-check compares with SkyRL's uv.lock, each with the pin it comes from.
             SKYRL_LOCK_EXPECT=json.dumps(expectations(variant), sort_keys=True),
+            # What skyrl-lock-check takes from the lock as prebuilt wheels (layers.py prebuilt), with their pins.
+            SKYRL_PREBUILT=json.dumps({package: [extra, f"[variants.{variant.name}.prebuilt] {package}"]
+                                       for package, extra in variant.prebuilt.items()}, sort_keys=True),
         )
     else:
         args.update(VENV_STAGE="venv-rehearsal", REHEARSAL_LOCK=variant.lock)

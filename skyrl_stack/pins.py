@@ -46,6 +46,8 @@ class Variant:
     expect: dict[str, str] = field(default_factory=dict)
     # expectation -> the pin it comes from, e.g. "ray" -> "[ray] version"
     pin_keys: dict[str, str] = field(default_factory=dict)
+    # package -> the SkyRL extra whose locked prebuilt wheel of it this variant installs (layers.py prebuilt)
+    prebuilt: dict[str, str] = field(default_factory=dict)
 
     @property
     def has_skyrl(self) -> bool:
@@ -170,6 +172,7 @@ class Pins:
             lock=spec.get("lock"),
             expect=dict(sorted(expect.items())),
             pin_keys=pin_keys,
+            prebuilt=dict(sorted(spec.get("prebuilt", {}).items())),
         )
 
     def digest(self) -> str:
@@ -213,6 +216,7 @@ _VARIANT = {
     "apt_snapshot": Key(str, required=False),
     "lock": Key(str, required=False),
     "expect": Key(_EXPECT, required=False),
+    "prebuilt": Key(Table(of=str), required=False),
 }
 SCHEMA = {
     "base": Key({"image": Key(str), "cuda": Key(str), "platform": Key(str), "apt_snapshot": Key(str)}),

@@ -70,7 +70,11 @@ def test_source_date_epoch_comes_from_the_pins_not_the_clock():
 def test_variants_differ_only_where_they_should():
     vllm = definition("vllm")["target"]["vllm"]["args"]
     sglang = definition("sglang")["target"]["sglang"]["args"]
-    assert {k for k in vllm if vllm[k] != sglang[k]} == {"SKYRL_EXTRA", "SKYRL_LOCK_EXPECT", "VARIANT"}  # the engine pin differs
+    # The engine pin differs, and sglang takes flashinfer from the lock's prebuilt wheel.
+    assert {k for k in vllm if vllm[k] != sglang[k]} == {"SKYRL_EXTRA", "SKYRL_LOCK_EXPECT", "SKYRL_PREBUILT", "VARIANT"}
+    assert json.loads(vllm["SKYRL_PREBUILT"]) == {}
+    assert json.loads(sglang["SKYRL_PREBUILT"]) == {
+        "flashinfer-python": ["vllm", "[variants.sglang.prebuilt] flashinfer-python"]}
 
 
 def test_ca_bundle_is_a_secret_never_an_arg(tmp_path):

@@ -76,7 +76,7 @@ def test_real_pins_pass_the_schema_and_each_version_lives_once():
 def _leaf_keys(raw: dict, where: tuple = ()) -> list[tuple]:
     found = []
     for key, value in raw.items():
-        if isinstance(value, dict) and key not in ("expect",):
+        if isinstance(value, dict) and key not in ("expect", "prebuilt"):
             found += _leaf_keys(value, where + (key,))
         else:
             found.append(where + (key,))
@@ -84,7 +84,7 @@ def _leaf_keys(raw: dict, where: tuple = ()) -> list[tuple]:
 
 
 REQUIRED = [k for k in _leaf_keys(real_raw()) if k[-1] not in ("skyrl_extra", "python", "base_image", "apt_snapshot",
-                                                                  "lock", "expect")
+                                                                  "lock", "expect", "prebuilt")
             or k == ("base", "apt_snapshot")]
 
 
