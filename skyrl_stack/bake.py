@@ -92,6 +92,10 @@ def build_args(pins: Pins, variant: Variant, base_image: str | None = None) -> d
         "UV_SHA256": pins.uv_sha256,
         "SOURCE_DATE_EPOCH": str(pins.source_date_epoch),
     }
+    if variant.gpu:
+        # The pinned Dockerfile frontend: BuildKit's built-in one forwards the build to it (build.go, func
+        # Build: BUILDKIT_SYNTAX before any `# syntax=` line). Not for the rehearsal, which must build offline.
+        args["BUILDKIT_SYNTAX"] = pins.dockerfile_frontend
     if variant.has_skyrl:
         args.update(
             VENV_STAGE="venv-skyrl",
@@ -134,6 +138,7 @@ def labels(pins: Pins, variant: Variant, base_image: str | None = None, revision
         result[f"{LABEL_PREFIX}.apt.snapshot"] = variant.apt_snapshot
     if variant.gpu:
         result[f"{LABEL_PREFIX}.cuda.version"] = pins.cuda
+        result[f"{LABEL_PREFIX}.dockerfile.frontend"] = pins.dockerfile_frontend
     if variant.has_skyrl:
         result[f"{LABEL_PREFIX}.skyrl.repo"] = pins.skyrl_repo
         result[f"{LABEL_PREFIX}.skyrl.ref"] = pins.skyrl_ref

@@ -125,6 +125,22 @@ def test_a_version_cannot_be_written_twice():
     assert schema_errors(raw) == ["[variants.vllm.expect] ray: not allowed here (Ray's version lives in [ray] version)"]
 
 
+@pytest.mark.parametrize("value, problem", [
+    ("docker/dockerfile:1.19", "image 'docker/dockerfile:1.19' is not pinned by digest"),
+    ("docker/dockerfile:1.19@sha256:b6afd424", "malformed digest 'sha256:b6afd424'"),
+    ("Docker/Dockerfile:1.19", "repository names must be lowercase"),
+])
+def test_the_dockerfile_frontend_must_be_an_image_pinned_by_digest(tmp_path, value, problem):
+    """[build] dockerfile_frontend goes to BuildKit as BUILDKIT_SYNTAX: a tag alone would let the frontend move
+    under the build. Checked by the reference grammar (refs.parse_reference) when the file is read."""
+    raw = real_raw()
+    raw["build"]["dockerfile_frontend"] = value
+    with pytest.raises(StackError, match=re.escape(problem)) as info:
+        load_pins(write_pins(tmp_path, raw))
+    assert info.value.message.startswith(f"pins file {tmp_path / 'pins.toml'}: [build] dockerfile_frontend: ")
+    assert "\n" not in info.value.message
+
+
 def test_ray_ports_are_all_named_and_typed():
     """Each of our Ray's ports is required by name: a typo or a missing one would leave Ray's default in place."""
     raw = real_raw()
@@ -165,7 +181,8 @@ def test_host_run_modules_need_no_python_newer_than_310():
     """What runs on a bare GPU host and inside the build with the base's python3 (Ubuntu 22.04: 3.10)."""
     vermin = shutil.which("vermin", path=str(Path(sys.executable).parent))
     assert vermin, "vermin (a dev dependency) is not installed"
-    files = ["skyrl_stack/smoke", "skyrl_stack/pins.py", "skyrl_stack/manifest.py", "skyrl_stack/errors.py",
+    files = ["skyrl_stack/smoke", "skyrl_stack/pins.py", "skyrl_stack/refs.py", "skyrl_stack/manifest.py",
+             "skyrl_stack/errors.py",
              "skyrl_stack/lock_check.py", "skyrl_stack/__init__.py"]
     out = subprocess.run([vermin, "--target=3.10-", "--violations", "--no-tips", "--eval-annotations",
                           "--backport", "typing", *files], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
