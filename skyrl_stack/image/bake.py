@@ -90,6 +90,10 @@ def build_args(pins: Pins, variant: Variant, base_image: str | None = None) -> d
         "UV_SHA256": pins.uv_sha256,
         "SOURCE_DATE_EPOCH": str(pins.source_date_epoch),
     }
+    if variant.gpu:
+        # The pinned Dockerfile frontend: BuildKit's built-in one forwards the build to it (build.go, func
+        # Build: BUILDKIT_SYNTAX before any `# syntax=` line). Not for the rehearsal, which must build offline.
+        args["BUILDKIT_SYNTAX"] = pins.dockerfile_frontend
     if variant.has_skyrl:
         args.update(
             VENV_STAGE="venv-skyrl",
@@ -99,6 +103,9 @@ def build_args(pins: Pins, variant: Variant, base_image: str | None = None) -> d
             SKYRL_EXTRA=variant.skyrl_extra,
             # What skyrl-lock-check compares with SkyRL's uv.lock, each with the pin it comes from.
             SKYRL_LOCK_EXPECT=json.dumps(expectations(variant), sort_keys=True),
+            # What skyrl-lock-check takes from the lock as prebuilt wheels (layers.py prebuilt), with their pins.
+            SKYRL_PREBUILT=json.dumps({package: [extra, f"[variants.{variant.name}.prebuilt] {package}"]
+                                       for package, extra in variant.prebuilt.items()}, sort_keys=True),
         )
     else:
         args.update(VENV_STAGE="venv-rehearsal", REHEARSAL_LOCK=variant.lock)
@@ -129,6 +136,7 @@ def labels(pins: Pins, variant: Variant, base_image: str | None = None, revision
         result[f"{LABEL_PREFIX}.apt.snapshot"] = variant.apt_snapshot
     if variant.gpu:
         result[f"{LABEL_PREFIX}.cuda.version"] = pins.cuda
+        result[f"{LABEL_PREFIX}.dockerfile.frontend"] = pins.dockerfile_frontend
     if variant.has_skyrl:
         result[f"{LABEL_PREFIX}.skyrl.repo"] = pins.skyrl_repo
         result[f"{LABEL_PREFIX}.skyrl.ref"] = pins.skyrl_ref

@@ -16,10 +16,23 @@ venv-rehearsal):
 
 Every layer still installs from the lock: the GPU targets run `uv sync
 --frozen --inexact` with `--no-install-package` for each package of a later
-group (``no-install`` below), the rehearsal target `uv pip install
+group (``sync-args`` below), the rehearsal target `uv pip install
 --require-hashes --no-deps` of one group's entries of its hashed lock
 (``select`` below); a final exact sync then proves the layers add up to the
 lock.
+
+Prebuilt wheels (``prebuilt`` below): a package that SkyRL's lock gives a
+variant only as a source distribution, where the same lock records a prebuilt
+wheel of the same release for another extra, is held back from every sync of
+that variant (and may never be built) and installed, in its group's layer,
+from that wheel by URL and sha256 (`uv pip install --require-hashes
+--no-deps`). SkyRL's uv.lock at 1ed499c: the sglang extra gets
+flashinfer-python 0.2.6.post1 from PyPI, an sdist only (sglang 0.4.8.post1's
+srt extra pins `flashinfer-python==0.2.6.post1`), whose isolated build env
+would install whatever torch is newest that day (`uv sync --frozen` ignores
+build constraints); the vllm extra's entry is the prebuilt
+flashinfer_python-0.2.6.post1+cu128torch2.7 wheel from PyTorch's cu128 index,
+the one SkyRL's pyproject.toml [tool.uv.sources] names for sglang too.
 
 The build runs this file as a lone script with the base image's python3
 (Ubuntu 22.04: 3.10), so the build side is standard library only, like
@@ -29,13 +42,14 @@ layer table from the wheel sizes in SkyRL's uv.lock.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 
 try:  # a lone script inside the build; a package module on the host
-    from lock_check import normalise
+    from lock_check import locked_versions, normalise, public_version
 except ImportError:  # pragma: no cover - the package import path
-    from skyrl_stack.image.lock_check import normalise
+    from skyrl_stack.image.lock_check import locked_versions, normalise, public_version
 
 # Ordered, least changing first. A package belongs to the first group whose
 # pattern matches its normalised name; `rest` takes what none matches.
@@ -51,8 +65,12 @@ GROUPS: list[tuple[str, str]] = [
     ("rest", r".*"),
 ]
 GROUP_NAMES = [name for name, _ in GROUPS]
-# The project and its workspace members: installed by the last, exact `uv sync`.
+# The project and its workspace members: installed by the last `uv sync` (install-layer's last step, PROJECT).
 PROJECT_PACKAGES = {"skyrl-train", "skyrl-gym"}
+PROJECT = "project"
+# Never compiled in the build: each comes as a wheel (the lock's URL wheels, PyTorch's index, PyPI), and a
+# sync that would build one from source fails instead (prebuilt packages are added to these).
+NEVER_BUILT = ("flash-attn", "torch", "vllm", "sglang")
 
 # `name==version`, `name @ url` or `-e ./path`: the first line of one requirements entry.
 _NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*(?:==|@)")
@@ -89,6 +107,60 @@ def later_packages(text: str, upto: str) -> list[str]:
     index = GROUP_NAMES.index(upto)
     names = {name for name, _ in entries(text) if GROUP_NAMES.index(group_of(name)) > index}
     return sorted(names | PROJECT_PACKAGES)
+
+
+def sync_arguments(locked: str, step: str, prebuilt: str = "") -> list[str]:
+    """The `uv sync` arguments (all but `--extra`) of one install-layer step of the GPU targets.
+
+    locked: the checked export of the variant's lock; step: a group, or PROJECT for the last sync;
+    prebuilt: the hashed entries of the prebuilt wheels (``prebuilt`` below), each held back from
+    every sync and never built. A layer's sync only adds (--inexact); the last one is exact, so
+    it removes anything the lock does not hold, unless a prebuilt wheel is held back: uv removes a
+    `--no-install-package` package that is installed in an exact sync, and without the hold-back it
+    would replace the wheel (a URL install) with the lock's registry sdist (uv 0.8.22's planner;
+    tests/test_layers.py shows both).
+    """
+    held_prebuilt = sorted({name for name, _ in entries(prebuilt)})
+    if step == PROJECT:
+        args = ["--frozen", "--no-dev"] + (["--inexact"] if held_prebuilt else [])
+        held = held_prebuilt
+    else:
+        args = ["--frozen", "--no-dev", "--inexact", "--no-install-project"]
+        held = sorted(set(later_packages(locked, step)) | set(held_prebuilt))
+    args += [arg for name in held for arg in ("--no-install-package", name)]
+    args += [arg for name in sorted(set(NEVER_BUILT) | set(held_prebuilt)) for arg in ("--no-build-package", name)]
+    return args
+
+
+def prebuilt_entries(exports: dict[str, str], locked: str, expect: dict[str, list[str]]) -> str:
+    """The hashed requirements entries of the prebuilt wheels a variant installs instead of its lock's sdists.
+
+    expect: package -> [the extra whose export holds the wheel, the pin that says so];
+    exports: extra -> `uv export --frozen --no-emit-project --extra EXTRA` (with hashes) of the same lock;
+    locked: the variant's own checked export. Raises ValueError, naming the pin, unless the entry is a
+    wheel URL with a sha256 from the lock, of the release the variant's own lock holds (local label aside).
+    """
+    own = locked_versions(locked)
+    found = []
+    for package, (extra, pin) in sorted(expect.items()):
+        name, said = normalise(package), f'pin {pin} = "{extra}"'
+        entry = next((text for entry_name, text in entries(exports[extra]) if entry_name == name), None)
+        if entry is None:
+            raise ValueError(f"{said}: SkyRL's lock gives extra {extra} no {package}")
+        requirement = entry.splitlines()[0].rstrip(" \\")
+        url = re.search(r"@\s*(\S+)", requirement)
+        if url is None or not url.group(1).startswith("https://") or not url.group(1).endswith(".whl"):
+            raise ValueError(f"{said}: extra {extra} locks `{requirement}`, not a wheel by URL")
+        if not re.search(r"--hash=sha256:[0-9a-f]{64}", entry):
+            raise ValueError(f"{said}: SkyRL's lock records no sha256 for {package}'s wheel")
+        wheel = {public_version(v) for v in locked_versions(requirement).get(name, ())}
+        wanted = {public_version(v) for v in own.get(name, ())}
+        if not wanted or wheel != wanted:
+            raise ValueError(f"{said}: extra {extra}'s wheel is {package} {', '.join(sorted(wheel))}, "
+                             f"this variant's lock holds {', '.join(sorted(wanted)) or 'none'}")
+        # The requirement and its hashes; the export's `# via` lines name the other extra's dependents.
+        found.append("\n".join(line for line in entry.splitlines() if not line.strip().startswith("#")))
+    return "".join(entry + "\n" for entry in found)
 
 
 def select(text: str, group: str) -> str:
@@ -149,18 +221,41 @@ def expected_gpu_layers(export_text: str, lock_text: str, python: str = "3.12") 
     return _sizes_by_group(export_text, tomllib.loads(lock_text), environment, supported)
 
 
+def _export_with_hashes(extra: str) -> str:
+    """`uv export` of the SkyRL lock in the working directory, with the hashes the lock records."""
+    import subprocess
+
+    return subprocess.run(["uv", "export", "--frozen", "--no-emit-project", "--extra", extra],
+                          capture_output=True, text=True, check=True).stdout
+
+
 def main(argv: list[str] | None = None) -> int:
-    """In the build: `layers.py no-install --upto G < export` / `layers.py select --group G < lock`."""
+    """In the build, with the checked export on stdin: `layers.py sync-args --step G [--prebuilt FILE]`,
+    `layers.py prebuilt --expect JSON` (in SkyRL's project directory); `layers.py select --group G < lock`."""
     parser = argparse.ArgumentParser(prog="layers.py", description=__doc__.split("\n", 1)[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    no_install = commands.add_parser("no-install", help="uv sync arguments that hold back every later group")
-    no_install.add_argument("--upto", required=True, choices=GROUP_NAMES)
+    sync = commands.add_parser("sync-args", help="the uv sync arguments (all but --extra) of one install-layer step")
+    sync.add_argument("--step", required=True, choices=GROUP_NAMES + [PROJECT])
+    sync.add_argument("--prebuilt", help="the prebuilt wheels' entries (a file written by `prebuilt`)")
+    prebuilt = commands.add_parser("prebuilt", help="the hashed entries of the prebuilt wheels, from SkyRL's lock")
+    prebuilt.add_argument("--expect", required=True, help='JSON: {"package": ["extra", "pin"], ...} (from pins.toml)')
     chosen = commands.add_parser("select", help="the requirements entries of one group")
     chosen.add_argument("--group", required=True, choices=GROUP_NAMES)
     args = parser.parse_args(argv)
     text = sys.stdin.read()
-    if args.command == "no-install":
-        print(" ".join(f"--no-install-package {name}" for name in later_packages(text, args.upto)))
+    if args.command == "sync-args":
+        wheels = open(args.prebuilt).read() if args.prebuilt else ""
+        print(" ".join(sync_arguments(text, args.step, wheels)))
+    elif args.command == "prebuilt":
+        expect = json.loads(args.expect)
+        try:
+            sys.stdout.write(prebuilt_entries({extra: _export_with_hashes(extra) for extra, _ in expect.values()},
+                                              text, expect))
+        except ValueError as problem:
+            print(f"error: {problem}", file=sys.stderr)
+            print("hint: change that pin in skyrl_stack/image/pins.toml, or pin a SkyRL commit whose lock has a prebuilt "
+                  "wheel of that release", file=sys.stderr)
+            return 1
     else:
         sys.stdout.write(select(text, args.group))
     return 0

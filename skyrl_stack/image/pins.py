@@ -46,6 +46,8 @@ class Variant:
     expect: dict[str, str] = field(default_factory=dict)
     # expectation -> the pin it comes from, e.g. "ray" -> "[ray] version"
     pin_keys: dict[str, str] = field(default_factory=dict)
+    # package -> the SkyRL extra whose locked prebuilt wheel of it this variant installs (layers.py prebuilt)
+    prebuilt: dict[str, str] = field(default_factory=dict)
 
     @property
     def has_skyrl(self) -> bool:
@@ -76,6 +78,11 @@ class Pins:
     @property
     def platform(self) -> str:
         return self.raw["base"]["platform"]
+
+    @property
+    def dockerfile_frontend(self) -> str:
+        """The GPU targets' Dockerfile frontend image, by digest (build argument BUILDKIT_SYNTAX)."""
+        return self.raw["build"]["dockerfile_frontend"]
 
     @property
     def python(self) -> str:
@@ -170,6 +177,7 @@ class Pins:
             lock=spec.get("lock"),
             expect=dict(sorted(expect.items())),
             pin_keys=pin_keys,
+            prebuilt=dict(sorted(spec.get("prebuilt", {}).items())),
         )
 
     def digest(self) -> str:
@@ -188,6 +196,21 @@ class Key:
     type: object  # str | int | bool | a dict schema | Table
     required: bool = True
     why: str = ""  # said when the key is refused (e.g. where the value lives instead)
+    check: object = None  # value -> the problem with it, or None (run once the type is right)
+
+
+def _image_by_digest(value: str) -> str | None:
+    """An image reference by the distribution grammar (refs.parse_reference), pinned by its digest.
+
+    refs.py is standard library and 3.10 too; the image carries it beside this file (the stack stage).
+    """
+    from skyrl_stack.image.refs import ReferenceError, parse_reference
+
+    try:
+        reference = parse_reference(value)
+    except ReferenceError as problem:
+        return problem.message
+    return None if reference.digest else f"image {value!r} is not pinned by digest (append @sha256:<64 hex>)"
 
 
 @dataclass(frozen=True)
@@ -213,8 +236,10 @@ _VARIANT = {
     "apt_snapshot": Key(str, required=False),
     "lock": Key(str, required=False),
     "expect": Key(_EXPECT, required=False),
+    "prebuilt": Key(Table(of=str), required=False),
 }
 SCHEMA = {
+    "build": Key({"dockerfile_frontend": Key(str, check=_image_by_digest)}),
     "base": Key({"image": Key(str), "cuda": Key(str), "platform": Key(str), "apt_snapshot": Key(str)}),
     "python": Key({"version": Key(str), "uv": Key(str), "uv_sha256": Key(str)}),
     # [ray.ports]: every port our Ray opens besides `port`, each required: one left
@@ -237,7 +262,10 @@ def schema_errors(raw: dict, schema: dict = SCHEMA, where: tuple = ()) -> list[s
         if name not in schema:
             problems.append(f"{_name(where, name)}: unknown key (expected one of: {', '.join(sorted(schema))})")
             continue
-        problems += _value_errors(value, schema[name].type, where + (name,))
+        found = _value_errors(value, schema[name].type, where + (name,))
+        if not found and schema[name].check is not None and (problem := schema[name].check(value)):
+            found = [f"{_name(where, name)}: {problem}"]
+        problems += found
     for name, key in schema.items():
         if key.required and name not in raw:
             problems.append(f"{_name(where, name)}: missing")

@@ -44,7 +44,7 @@ def test_every_pin_is_in_the_labels():
     pins = load_pins()
     labels = definition("vllm")["target"]["vllm"]["labels"]
     for value in (pins.ray, pins.uv, pins.python, pins.cuda, pins.skyrl_commit, pins.skyrl_repo, pins.digest(), pins.raw["base"]["apt_snapshot"],
-                  pins.skypilot_tested, pins.base_image):
+                  pins.skypilot_tested, pins.base_image, pins.dockerfile_frontend):
         assert value in labels.values(), value
     assert labels["org.opencontainers.image.base.digest"] == pins.base_image.split("@")[1]
     assert labels["org.opencontainers.image.created"] == "2025-10-13T19:42:07Z"
@@ -70,7 +70,11 @@ def test_source_date_epoch_comes_from_the_pins_not_the_clock():
 def test_variants_differ_only_where_they_should():
     vllm = definition("vllm")["target"]["vllm"]["args"]
     sglang = definition("sglang")["target"]["sglang"]["args"]
-    assert {k for k in vllm if vllm[k] != sglang[k]} == {"SKYRL_EXTRA", "SKYRL_LOCK_EXPECT", "VARIANT"}  # the engine pin differs
+    # The engine pin differs, and sglang takes flashinfer from the lock's prebuilt wheel.
+    assert {k for k in vllm if vllm[k] != sglang[k]} == {"SKYRL_EXTRA", "SKYRL_LOCK_EXPECT", "SKYRL_PREBUILT", "VARIANT"}
+    assert json.loads(vllm["SKYRL_PREBUILT"]) == {}
+    assert json.loads(sglang["SKYRL_PREBUILT"]) == {
+        "flashinfer-python": ["vllm", "[variants.sglang.prebuilt] flashinfer-python"]}
 
 
 def test_ca_bundle_is_a_secret_never_an_arg(tmp_path):
@@ -128,7 +132,8 @@ def test_every_target_stage_and_build_arg_exists_in_the_dockerfile(variant):
     target = definition(variant)["target"][variant]
     assert target["target"] in stages
     assert target["args"]["VENV_STAGE"] in stages
-    assert set(target["args"]) - declared == set()
+    # BUILDKIT_SYNTAX is read by BuildKit's Dockerfile frontend itself (build.go, keySyntaxArg), not by an ARG.
+    assert set(target["args"]) - declared - {"BUILDKIT_SYNTAX"} == set()
 
 
 @pytest.mark.container
@@ -143,6 +148,27 @@ def test_buildx_bake_print_accepts_production_targets(tmp_path, docker_engine):
     assert printed["vllm"]["args"]["SKYRL_EXTRA"] == "vllm"
     assert printed["sglang"]["target"] == "sglang"
     assert printed["vllm"]["args"]["BASE_IMAGE"] == load_pins().base_image
+    # The GPU targets build with the pinned Dockerfile frontend (no `# syntax=` line in the Dockerfile).
+    frontend = load_pins().dockerfile_frontend
+    for name in ("vllm", "sglang"):
+        assert printed[name]["args"]["BUILDKIT_SYNTAX"] == frontend
+        assert printed[name]["labels"]["io.skyrl-stack.dockerfile.frontend"] == frontend
+
+
+@pytest.mark.container
+def test_the_rehearsal_keeps_the_built_in_frontend(tmp_path, docker_engine):
+    """The offline rehearsal must not send BuildKit to Docker Hub for a frontend: no BUILDKIT_SYNTAX,
+    and no `# syntax=` line in the Dockerfile (it would pull docker/dockerfile on every build)."""
+    path = tmp_path / "bake.json"
+    path.write_text(json.dumps(definition("rehearsal", export=True)))
+    result = subprocess.run(["docker", "buildx", "bake", "--file", str(path), "--print", "rehearsal"],
+                            cwd=bake.REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)["target"]["rehearsal"]
+    assert "BUILDKIT_SYNTAX" not in printed["args"]
+    assert not any(key.endswith("dockerfile.frontend") for key in printed["labels"])
+    dockerfile = (bake.REPO_ROOT / bake.DOCKERFILE).read_text()
+    assert not re.search(r"^#\s*syntax\s*=", dockerfile, re.MULTILINE | re.IGNORECASE)
 
 
 def test_build_exports_into_the_engine_store_with_the_chosen_compression():

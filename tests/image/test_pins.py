@@ -77,7 +77,7 @@ def test_real_pins_pass_the_schema_and_each_version_lives_once():
 def _leaf_keys(raw: dict, where: tuple = ()) -> list[tuple]:
     found = []
     for key, value in raw.items():
-        if isinstance(value, dict) and key not in ("expect",):
+        if isinstance(value, dict) and key not in ("expect", "prebuilt"):
             found += _leaf_keys(value, where + (key,))
         else:
             found.append(where + (key,))
@@ -85,7 +85,7 @@ def _leaf_keys(raw: dict, where: tuple = ()) -> list[tuple]:
 
 
 REQUIRED = [k for k in _leaf_keys(real_raw()) if k[-1] not in ("skyrl_extra", "python", "base_image", "apt_snapshot",
-                                                                  "lock", "expect")
+                                                                  "lock", "expect", "prebuilt")
             or k == ("base", "apt_snapshot")]
 
 
@@ -124,6 +124,22 @@ def test_a_version_cannot_be_written_twice():
     raw = real_raw()
     raw["variants"]["vllm"]["expect"]["ray"] = "2.48.0"
     assert schema_errors(raw) == ["[variants.vllm.expect] ray: not allowed here (Ray's version lives in [ray] version)"]
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("docker/dockerfile:1.19", "image 'docker/dockerfile:1.19' is not pinned by digest"),
+    ("docker/dockerfile:1.19@sha256:b6afd424", "malformed digest 'sha256:b6afd424'"),
+    ("Docker/Dockerfile:1.19", "repository names must be lowercase"),
+])
+def test_the_dockerfile_frontend_must_be_an_image_pinned_by_digest(tmp_path, value, problem):
+    """[build] dockerfile_frontend goes to BuildKit as BUILDKIT_SYNTAX: a tag alone would let the frontend move
+    under the build. Checked by the reference grammar (refs.parse_reference) when the file is read."""
+    raw = real_raw()
+    raw["build"]["dockerfile_frontend"] = value
+    with pytest.raises(StackError, match=re.escape(problem)) as info:
+        load_pins(write_pins(tmp_path, raw))
+    assert info.value.message.startswith(f"pins file {tmp_path / 'pins.toml'}: [build] dockerfile_frontend: ")
+    assert "\n" not in info.value.message
 
 
 def test_ray_ports_are_all_named_and_typed():
