@@ -199,7 +199,7 @@ def test_manifest_is_held_against_the_hosts_pins_not_against_itself(rehearsal_im
     """An image whose pins.toml and manifest agree with each other (built from other pins) fails the manifest check:
     before, the container run compared the manifest with the image's own pins.toml and passed."""
     rewrite = (
-        "cd /opt/skyrl-stack/skyrl_stack && sed -i 's/^port = 6479$/port = 6480/' pins.toml && "
+        "cd /opt/skyrl-stack/skyrl_stack/image && sed -i 's/^port = 6479$/port = 6480/' pins.toml && "
         "python -c \"import json; from skyrl_stack.image.pins import load_pins; p='/opt/skyrl-stack/manifest.json'; "
         "m=json.load(open(p)); m['pins_digest']=load_pins().digest(); json.dump(m, open(p, 'w'))\"")
     ref = _derived_image(rehearsal_image.ref, rewrite, "skyrl-stack-smoke-other-pins")
