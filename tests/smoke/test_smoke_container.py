@@ -6,6 +6,7 @@ those checks named, and the gate then refuses its digest.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
@@ -143,21 +144,26 @@ def test_push_refuses_to_move_tags_of_a_digest_whose_smoke_run_failed(defective_
     assert registry.tags("defect") == []
 
 
-def _derived_image(base_ref: str, script: str, name: str, changes: list[str] | None = None) -> str:
-    """Commit a container of `base_ref` after `script` (offline: no BuildKit pull of the base by digest)."""
+@contextlib.contextmanager
+def derived_image(base_ref: str, script: str, name: str, changes: list[str] | None = None):
+    """An image committed from a container of `base_ref` after `script` (offline: no BuildKit pull of the base
+    by digest); removed when the block ends."""
     import docker
 
     client = docker.from_env()
     container = client.containers.run(base_ref, ["-c", script], entrypoint=["/bin/bash"], detach=True)
     try:
         assert container.wait()["StatusCode"] == 0, container.logs().decode()
-        tag = uuid.uuid4().hex[:8]
+        ref = f"{name}:{uuid.uuid4().hex[:8]}"
         subprocess.run(["docker", "commit", *[a for c in changes or [] for a in ("--change", c)],
-                        "--change", 'CMD ["/bin/bash"]', container.id, f"{name}:{tag}"],
+                        "--change", 'CMD ["/bin/bash"]', container.id, ref],
                        check=True, capture_output=True)
     finally:
         container.remove(force=True)
-    return f"{name}:{tag}"
+    try:
+        yield ref
+    finally:
+        subprocess.run(["docker", "rmi", "--force", ref], capture_output=True)
 
 
 def _digest_of(ref: str) -> str:
@@ -170,10 +176,9 @@ def cpu_stand_in_gpu_image(rehearsal_image):
     """CPU stand-in for a GPU variant: the rehearsal image with the CUDA label that GPU builds carry
     (bake.labels sets io.skyrl-stack.cuda.version only for gpu variants). Its suite runs on the CPU;
     the gate must then hold it to the GPU tiers it cannot pass here."""
-    ref = _derived_image(rehearsal_image.ref, "true", "skyrl-stack-smoke-gpu-stand-in",
-                         ["LABEL io.skyrl-stack.cuda.version=12.8"])
-    yield ref
-    subprocess.run(["docker", "rmi", "--force", ref], capture_output=True)
+    with derived_image(rehearsal_image.ref, "true", "skyrl-stack-smoke-gpu-stand-in",
+                       ["LABEL io.skyrl-stack.cuda.version=12.8"]) as ref:
+        yield ref
 
 
 def test_gpu_image_with_gpus_requested_fails_loudly_on_a_host_without_them(cpu_stand_in_gpu_image, state_dir, tmp_path):
@@ -202,14 +207,11 @@ def test_manifest_is_held_against_the_hosts_pins_not_against_itself(rehearsal_im
         "cd /opt/skyrl-stack/skyrl_stack/image && sed -i 's/^port = 6479$/port = 6480/' pins.toml && "
         "python -c \"import json; from skyrl_stack.image.pins import load_pins; p='/opt/skyrl-stack/manifest.json'; "
         "m=json.load(open(p)); m['pins_digest']=load_pins().digest(); json.dump(m, open(p, 'w'))\"")
-    ref = _derived_image(rehearsal_image.ref, rewrite, "skyrl-stack-smoke-other-pins")
-    try:
+    with derived_image(rehearsal_image.ref, rewrite, "skyrl-stack-smoke-other-pins") as ref:
         with pytest.raises(StackError, match="environment.manifest"):
             run_smoke(image=ref, gpus="none", tiers=["environment"], report_dir=str(tmp_path))
-        status, detail = _statuses(json.loads((tmp_path / "smoke.json").read_text()))["environment.manifest"]
-        assert status == "failed" and f"the {rehearsal_image.pins_digest} the host expects" in detail
-    finally:
-        subprocess.run(["docker", "rmi", "--force", ref], capture_output=True)
+    status, detail = _statuses(json.loads((tmp_path / "smoke.json").read_text()))["environment.manifest"]
+    assert status == "failed" and f"the {rehearsal_image.pins_digest} the host expects" in detail
 
 
 def test_container_exit_code_must_agree_with_the_report(rehearsal_image, state_dir, tmp_path):
@@ -217,8 +219,7 @@ def test_container_exit_code_must_agree_with_the_report(rehearsal_image, state_d
     wrap = ("rm /usr/local/bin/skyrl-smoke && "
             "printf '#!/bin/bash\\n/opt/skyrl-stack/bin/skyrl-smoke \"$@\"\\nexit 139\\n' > /usr/local/bin/skyrl-smoke && "
             "chmod +x /usr/local/bin/skyrl-smoke")
-    ref = _derived_image(rehearsal_image.ref, wrap, "skyrl-stack-smoke-exit-139")
-    try:
+    with derived_image(rehearsal_image.ref, wrap, "skyrl-stack-smoke-exit-139") as ref:
         with pytest.raises(StackError, match="not trusted: the suite exited 139 but its report says 0 failed"):
             run_smoke(image=ref, gpus="none", tiers=["environment"], report_dir=str(tmp_path))
         assert json.loads((tmp_path / "smoke.json").read_text())["ok"] is True  # the report alone looked fine
@@ -226,8 +227,6 @@ def test_container_exit_code_must_agree_with_the_report(rehearsal_image, state_d
         assert smoke_gate.load_runs(digest)[-1]["exit_code"] == 139
         with pytest.raises(StackError, match="the suite exited 139"):
             smoke_gate.require_passed(digest, action="push")
-    finally:
-        subprocess.run(["docker", "rmi", "--force", ref], capture_output=True)
 
 
 def test_cpu_checked_gpu_image_pushes_its_digest_but_human_tags_wait_for_a_gpu_run(
