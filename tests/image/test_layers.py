@@ -34,7 +34,7 @@ REHEARSAL_LOCK = REPO_ROOT / "docker" / "rehearsal" / "requirements.lock"
 DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
 UV = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
 # An install-layer command in a RUN (not the mount line that names the script).
-INSTALL_LAYER = re.compile(r"^\s*(?:&& )?install-layer (\S+)", re.M)
+INSTALL_LAYER = re.compile(r"^\s*(?:&& )?/opt/skyrl-build/install-layer (\S+)", re.M)
 EXPORT = ["export", "--frozen", "--no-hashes", "--no-emit-project", "--extra"]
 
 
@@ -128,7 +128,7 @@ def lock_check_stage(project: Path, variant, state: Path) -> None:
     args = bake.build_args(load_pins(), variant)
     stage = dockerfile_stage("skyrl-lock-check")
     assert 'uv export --frozen --no-hashes --no-emit-project --extra "${SKYRL_EXTRA}" >/opt/skyrl/locked.txt' in stage
-    assert 'python3 /tmp/layers.py prebuilt --expect "${SKYRL_PREBUILT}" </opt/skyrl/locked.txt' \
+    assert 'python3 /opt/skyrl-build/layers.py prebuilt --expect "${SKYRL_PREBUILT}" </opt/skyrl/locked.txt' \
            ' >/opt/skyrl/prebuilt.txt' in stage
     (state / "locked.txt").write_text(export(project, args["SKYRL_EXTRA"]))
     with (state / "locked.txt").open() as stdin, (state / "prebuilt.txt").open("w") as stdout:

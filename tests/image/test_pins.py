@@ -212,7 +212,7 @@ def early_check(project: Path, variant, python: str = sys.executable) -> subproc
 def test_dockerfile_runs_this_check():
     dockerfile = (REPO_ROOT / "docker" / "Dockerfile").read_text()
     stage = dockerfile.split("AS skyrl-lock-check", 1)[1].split("\nFROM ", 1)[0]
-    assert EXPORT in stage and "python3 /tmp/lock_check.py --expect" in stage
+    assert EXPORT in stage and "python3 /opt/skyrl-build/lock_check.py --expect" in stage
     venv = "\n".join(line for line in dockerfile.split("AS venv-skyrl", 1)[1].splitlines()
                      if not line.lstrip().startswith("#"))  # instructions only: comments name install-layer too
     # The checked export enters through a bind mount of the check stage (`--mount=type=bind,from=skyrl-lock-check`,
