@@ -280,10 +280,8 @@ def infra_up(c, cloud="aws", region=None, stack_name=None, repository_name=None,
     """Create or update the registry stack (ECR repository + node instance profile); records its outputs."""
     from skyrl_stack.infra import aws_stack
 
-    aws_stack.check_cloud(cloud)
-    result = aws_stack.deploy(region, stack_name or aws_stack.DEFAULT_STACK_NAME, repository_name=repository_name,
-                              untagged_expiry_days=untagged_expiry_days)
-    aws_stack.print_outputs(result)
+    aws_stack.print_outputs(aws_stack.deploy(cloud, region, stack_name, repository_name=repository_name,
+                                             untagged_expiry_days=untagged_expiry_days))
 
 
 @task(help=_INFRA_HELP)
@@ -292,8 +290,7 @@ def infra_outputs(c, cloud="aws", region=None, stack_name=None):
     """Show the registry stack's outputs (and record them for push/render --registry ecr)."""
     from skyrl_stack.infra import aws_stack
 
-    aws_stack.check_cloud(cloud)
-    aws_stack.print_outputs(aws_stack.refresh_outputs(region, stack_name or aws_stack.DEFAULT_STACK_NAME))
+    aws_stack.print_outputs(aws_stack.refresh_outputs(cloud, region, stack_name))
 
 
 @task(help=_INFRA_HELP)
@@ -302,17 +299,16 @@ def infra_down(c, cloud="aws", region=None, stack_name=None):
     """Delete the registry stack (CloudFormation keeps a repository that still holds images)."""
     from skyrl_stack.infra import aws_stack
 
-    aws_stack.check_cloud(cloud)
-    aws_stack.destroy(region, stack_name or aws_stack.DEFAULT_STACK_NAME)
+    aws_stack.destroy(cloud, region, stack_name)
 
 
 @task(help={"region": "region of the recorded stack (default: the only one recorded)"})
 @reports_errors
 def infra_skypilot_config(c, region=None):
     """Write the SkyPilot config layer with the stack's instance profile; prints the SKYPILOT_CONFIG line."""
-    from skyrl_stack.infra import aws_stack
+    from skyrl_stack.infra.skypilot_config import write_skypilot_config
 
-    print(f"export SKYPILOT_CONFIG={aws_stack.write_skypilot_config(region)}")
+    print(f"export SKYPILOT_CONFIG={write_skypilot_config(region)}")
 
 
 infra = Collection("infra")

@@ -31,7 +31,7 @@ def parse_repository_uri(uri: str) -> tuple[str, str, str]:
 
 def docker_auth_config(repository_uri: str) -> dict:
     """{'username': 'AWS', 'password': <token>, 'serveraddress': <host>} for docker push."""
-    from skyrl_stack.infra.aws_stack import aws_call, aws_session
+    from skyrl_stack.infra.aws_api import aws_call, aws_session
 
     host, account, region = parse_repository_uri(repository_uri)
     ecr = aws_session(region).client("ecr")
