@@ -78,7 +78,8 @@ def default_overrides(variant_name: str, image: str) -> list[str] | None:
         return None
     from skyrl_stack.launch.task_spec import TaskSpec, training_overrides
 
-    return training_overrides(TaskSpec(variant=variant.name, image=image, backend=variant.inference_backend))
+    # SkyRL's extra is named after its generator.backend (pins.Variant.skyrl_extra).
+    return training_overrides(TaskSpec(variant=variant.name, image=image, backend=variant.skyrl_extra))
 
 
 def suite_args(gpus: str, tiers: list[str], report: str, variant: str | None, overrides: str | None,
