@@ -68,7 +68,7 @@ def push(c, variant=None, repository=None, registry="generic", skip_smoke_gate=F
     from skyrl_stack.image.push import push_variants
 
     push_variants(split_csv(variant or c.image.variant), repository=repository, registry=registry,
-                  override_gate=skip_smoke_gate)
+                  skip_smoke_gate=skip_smoke_gate)
 
 
 @task(
@@ -84,7 +84,7 @@ def promote(c, variant, image, registry="generic", skip_smoke_gate=False):
     """Move a pushed digest's human tags registry-side, once its smoke record says the GPU tiers passed."""
     from skyrl_stack.image.promote import promote as promote_image
 
-    promote_image(variant, image, registry=registry, override_gate=skip_smoke_gate)
+    promote_image(variant, image, registry=registry, skip_smoke_gate=skip_smoke_gate)
 
 
 @task

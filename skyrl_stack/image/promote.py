@@ -38,7 +38,7 @@ def split_image(image: str) -> tuple[str, str]:
     return validate_repository(image.rsplit("@", 1)[0]), digest
 
 
-def promote(variant: str, image: str, *, registry: str = "generic", override_gate: bool = False,
+def promote(variant: str, image: str, *, registry: str = "generic", skip_smoke_gate: bool = False,
             immutable: bool | None = None) -> list[str]:
     """Move `variant`'s human tags to the digest in `image`; returns the tags moved."""
     from skyrl_stack.smoke.gate import decide
@@ -46,7 +46,7 @@ def promote(variant: str, image: str, *, registry: str = "generic", override_gat
     pins = load_pins()
     pins.variant(variant)  # an unknown name fails before anything else
     repository, digest = split_image(image)
-    gate = decide(digest, override=override_gate, action=f"promote {variant}")
+    gate = decide(digest, skip_smoke_gate=skip_smoke_gate, action=f"promote {variant}")
     if not gate.human_tags:
         raise StackError(
             f"promote refused: {digest} is CPU-checked only (tiers {', '.join(gate.missing_tiers)} did not pass on a GPU)",

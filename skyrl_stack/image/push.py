@@ -128,7 +128,7 @@ def auth_config(repository: str, registry: str = "generic") -> dict | None:
 
 
 def push_variants(variants: list[str], *, repository: str | None = None, registry: str = "generic",
-                  override_gate: bool = False) -> list[BuildRecord]:
+                  skip_smoke_gate: bool = False) -> list[BuildRecord]:
     """Push several variants; with --registry ecr the repository comes from `invoke infra.up`."""
     if registry not in REGISTRIES:
         raise StackError(f"unknown registry kind {registry!r}", hint=f"use one of: {', '.join(REGISTRIES)}")
@@ -136,7 +136,7 @@ def push_variants(variants: list[str], *, repository: str | None = None, registr
         from skyrl_stack.infra.aws_stack import ecr_repository_uri
 
         repository = ecr_repository_uri()
-    return [push_variant(name, repository=repository, registry=registry, override_gate=override_gate)
+    return [push_variant(name, repository=repository, registry=registry, skip_smoke_gate=skip_smoke_gate)
             for name in variants]
 
 
@@ -145,7 +145,7 @@ def push_variant(
     *,
     repository: str | None = None,
     registry: str = "generic",
-    override_gate: bool = False,
+    skip_smoke_gate: bool = False,
     immutable: bool | None = None,
     attempts: int = 4,
     backoff_seconds: float = 2.0,
@@ -166,7 +166,7 @@ def push_variant(
 
     from skyrl_stack.smoke.gate import decide
 
-    gate = decide(record.digest, override=override_gate, action=f"push human tags of {variant}")
+    gate = decide(record.digest, skip_smoke_gate=skip_smoke_gate, action=f"push human tags of {variant}")
     if gate.human_tags:
         tags_to_move = human_tags(record, repository, immutable)
     else:
@@ -199,10 +199,10 @@ def push_variant(
             "ref": f"{repository}@{record.digest}",
             "tags": [first] + tags_to_move,
             "bytes_sent": sent,
-            "gate_overridden": gate.overridden,
+            "smoke_gate_skipped": gate.smoke_gate_skipped,
             "human_tags": gate.human_tags,
-            # GPU tiers that did not pass on a GPU: without an override they kept the
-            # human tags back; with one, they are what the override went without.
+            # GPU tiers that did not pass on a GPU: without skip_smoke_gate they kept the
+            # human tags back; with it, they are what the push went without.
             "missing_tiers": gate.missing_tiers,
             "pushed_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }

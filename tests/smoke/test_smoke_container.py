@@ -254,7 +254,7 @@ def test_cpu_checked_gpu_image_pushes_its_digest_but_human_tags_wait_for_a_gpu_r
                     base_image="n/a", built_at="n/a", build_seconds=0).save()
         push_variant("rehearsal", backoff_seconds=0.1, **options)
 
-    pushed_to("gpu")  # no override: the digest goes, the human tags stay where they were
+    pushed_to("gpu")  # no skip_smoke_gate: the digest goes, the human tags stay where they were
     assert set(registry.tags("gpu")) == {content_tag("rehearsal", digest), cpu_checked_tag("rehearsal", digest)}
     assert registry.manifest_digest("gpu", cpu_checked_tag("rehearsal", digest)) == digest
     pushed = load_build_record("rehearsal").pushed
@@ -266,12 +266,12 @@ def test_cpu_checked_gpu_image_pushes_its_digest_but_human_tags_wait_for_a_gpu_r
         promote("rehearsal", image)
     assert human.isdisjoint(registry.tags("gpu"))
 
-    pushed_to("gpu-overridden", override_gate=True)  # the override: visible in the output and the record
+    pushed_to("gpu-overridden", skip_smoke_gate=True)  # skip_smoke_gate: visible in the output and the record
     assert human <= set(registry.tags("gpu-overridden"))
     assert "WARNING: gate overridden: push human tags of rehearsal goes ahead although" in capsys.readouterr().err
-    (entry,) = json.loads(smoke_gate.gate_path(digest).read_text())["overrides"]
+    (entry,) = json.loads(smoke_gate.gate_path(digest).read_text())["smoke_gate_skips"]
     assert entry["missing_tiers"] == ["gpu", "engine", "skyrl"]
-    assert load_build_record("rehearsal").pushed["gate_overridden"] is True
+    assert load_build_record("rehearsal").pushed["smoke_gate_skipped"] is True
 
     gpu_report = json.loads(json.dumps(outcome.report))
     for check in gpu_report["checks"]:
