@@ -31,7 +31,7 @@ import yaml
 
 from tests.support.moto import moto_server
 
-from tests.support.paths import DATA, REPO_ROOT
+from tests.support.paths import REPO_ROOT
 INVOKE = str(Path(sys.executable).with_name("invoke"))
 STACK = "skyrl-stack-registry"
 REGION = "us-east-1"
