@@ -45,13 +45,9 @@ def build(c, variant=None, base_image=None, repository=None, push=False, no_cach
         compression=compression or c.build.compression,
     )
     if push:
-        # The gate applies here too: each image is smoke-tested before its push.
-        from skyrl_stack.image.push import push_variants
-        from skyrl_stack.smoke.runner import run_smoke
+        from skyrl_stack.image.push import smoke_and_push
 
-        for record in records:
-            run_smoke(variant=record.variant)
-        push_variants([record.variant for record in records])
+        smoke_and_push([record.variant for record in records])
 
 
 @task(

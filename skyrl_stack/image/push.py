@@ -140,6 +140,19 @@ def push_variants(variants: list[str], *, repository: str | None = None, registr
             for name in variants]
 
 
+def smoke_and_push(variants: list[str]) -> list[BuildRecord]:
+    """`invoke build --push`: run the smoke suite on each built variant, then push them.
+
+    The gate applies as for `invoke push`: each run is recorded against its
+    digest, and push_variants moves the human tags only where it vouches for
+    them. A failing run stops here, before anything is pushed."""
+    from skyrl_stack.smoke.runner import run_smoke
+
+    for name in variants:
+        run_smoke(variant=name)
+    return push_variants(variants)
+
+
 def push_variant(
     variant: str,
     *,
