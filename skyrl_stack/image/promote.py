@@ -16,8 +16,9 @@ import re
 from skyrl_stack import engine
 from skyrl_stack.errors import StackError, first_line
 from skyrl_stack.image.pins import load_pins
-from skyrl_stack.image.push import _refuse_taken_immutable_tags, _remote_digest, auth_config, human_tags_for
-from skyrl_stack.image.refs import image_digest, is_ecr, registry_host, validate_repository
+from skyrl_stack.image.push import (auth_config, check_tag_moved, human_tags_for, refuse_taken_immutable_tags,
+                                    remote_digest, targets_ecr)
+from skyrl_stack.image.refs import image_digest, registry_host, validate_repository
 from skyrl_stack.reporter import step
 
 MANIFEST_TYPES = (
@@ -61,22 +62,19 @@ def promote(variant: str, image: str, *, registry: str = "generic", skip_smoke_g
         raise StackError(f"{digest} holds pins {run['pins_digest']}, this checkout's pins.toml is {pins.digest()}",
                          hint="promote from the commit the image was built from; its tags are named after its pins")
     if immutable is None:
-        immutable = registry == "ecr" or is_ecr(repository)
+        immutable = targets_ecr(repository, registry)
     tags = human_tags_for(pins, variant, repository, immutable)
     auth = auth_config(repository, registry)
     client = engine.client()
-    if _remote_digest(client, f"{repository}@{digest}", auth, missing_ok=True) != digest:
+    if remote_digest(client, f"{repository}@{digest}", auth, missing_ok=True) != digest:
         raise StackError(f"{repository} does not hold {digest}", hint="push it first: invoke push --variant V")
     if immutable:
-        _refuse_taken_immutable_tags(client, tags, digest, auth)
+        refuse_taken_immutable_tags(client, tags, digest, auth)
     api = RegistryAPI(repository, auth or _docker_login(repository))
     manifest, media_type = api.get_manifest(digest)
     for ref in tags:
         api.put_manifest(ref.rsplit(":", 1)[1], manifest, media_type)
-        if _remote_digest(client, ref, auth) != digest:
-            raise StackError(f"tag {ref} does not point at {digest} after the promotion",
-                             hint="the registry may have immutable tags holding an older image")
-        step(f"tagged {ref}")
+        check_tag_moved(client, ref, digest, auth, after="the promotion")
     step(f"promoted {repository}@{digest}: {len(tags)} human tag(s)")
     return tags
 

@@ -146,11 +146,13 @@ def print_outputs(recorded: dict) -> None:
 # --------------------------------------------------------------------------- operations
 
 
-def _find_stack(region: str | None, stack_name: str) -> tuple[str, object, dict | None]:
-    """(region, CloudFormation client, the stack or None when it does not exist)."""
+def _find_stack(cloud: str, region: str | None, stack_name: str | None) -> tuple[str, str, object, dict | None]:
+    """(stack name, region, CloudFormation client, the stack or None when it does not exist)."""
+    check_cloud(cloud)
+    stack_name = stack_name or DEFAULT_STACK_NAME
     region = resolve_region(region)
     cf = aws_session(region).client("cloudformation")
-    return region, cf, aws_call(f"cannot reach CloudFormation in {region}", _describe, cf, stack_name)
+    return stack_name, region, cf, aws_call(f"cannot reach CloudFormation in {region}", _describe, cf, stack_name)
 
 
 def _describe(cf, stack: str) -> dict | None:
@@ -181,10 +183,8 @@ def check_updatable(stack: dict, region: str) -> None:
 def deploy(cloud: str = "aws", region: str | None = None, stack_name: str | None = None, *,
            repository_name: str | None = None, untagged_expiry_days: int | str | None = None) -> dict:
     """Create or update the stack; returns the recorded outputs ({..., 'changed': bool})."""
-    check_cloud(cloud)
-    stack_name = stack_name or DEFAULT_STACK_NAME
     _parameters(repository_name, untagged_expiry_days, existing=False)  # bad input fails before any AWS call
-    region, cf, existing = _find_stack(region, stack_name)
+    stack_name, region, cf, existing = _find_stack(cloud, region, stack_name)
     if existing:
         check_updatable(existing, region)
     params = _parameters(repository_name, untagged_expiry_days, existing=existing is not None)
@@ -253,9 +253,7 @@ def _no_changes(reason: str) -> bool:
 
 def refresh_outputs(cloud: str = "aws", region: str | None = None, stack_name: str | None = None) -> dict:
     """Read a deployed stack's outputs and record them (infra.outputs)."""
-    check_cloud(cloud)
-    stack_name = stack_name or DEFAULT_STACK_NAME
-    region, _, stack = _find_stack(region, stack_name)
+    stack_name, region, _, stack = _find_stack(cloud, region, stack_name)
     if stack is None:
         raise StackError(f"no stack {stack_name} in {region}", hint=f"run: {UP_HINT} --region {region}")
     if stack["StackStatus"] not in SUCCESS and stack["StackStatus"] != "UPDATE_ROLLBACK_COMPLETE":
@@ -266,9 +264,7 @@ def refresh_outputs(cloud: str = "aws", region: str | None = None, stack_name: s
 
 def destroy(cloud: str = "aws", region: str | None = None, stack_name: str | None = None) -> bool:
     """Delete the stack and its recorded outputs; False when there was nothing to delete."""
-    check_cloud(cloud)
-    stack_name = stack_name or DEFAULT_STACK_NAME
-    region, cf, stack = _find_stack(region, stack_name)
+    stack_name, region, cf, stack = _find_stack(cloud, region, stack_name)
     if stack is None:
         step(f"no stack {stack_name} in {region}: nothing to delete")
         outputs_path(region).unlink(missing_ok=True)

@@ -105,12 +105,18 @@ def run_options(gpus: str) -> dict:
     return options
 
 
-def clear_reports(directory: Path) -> None:
-    """Remove a previous run's reports so a crashed run is never read as this one's."""
+def prepare_report_dir(directory: Path, overrides: list[str] | None) -> str | None:
+    """Make the report directory, remove a previous run's reports (so a crashed run is never read
+    as this one's) and write the overrides file; its name in the directory, None without overrides."""
     from skyrl_stack.smoke.report import JSON_NAME, JUNIT_NAME, SUMMARY_NAME
 
+    directory.mkdir(parents=True, exist_ok=True)
     for name in (JSON_NAME, JUNIT_NAME, SUMMARY_NAME, OVERRIDES_NAME):
         (directory / name).unlink(missing_ok=True)
+    if overrides is None:
+        return None
+    (directory / OVERRIDES_NAME).write_text(json.dumps(overrides, indent=2) + "\n")
+    return OVERRIDES_NAME
 
 
 def load_report(directory: Path, how: str) -> dict:
@@ -160,14 +166,9 @@ def run_smoke(
 
 
 def _run_on_host(variant, gpus, tiers, report_dir: Path, overrides, timeout_s) -> SmokeOutcome:
-    report_dir.mkdir(parents=True, exist_ok=True)
-    clear_reports(report_dir)
-    overrides_path = None
-    if overrides is not None:
-        overrides_path = report_dir / OVERRIDES_NAME
-        overrides_path.write_text(json.dumps(overrides, indent=2) + "\n")
+    overrides_name = prepare_report_dir(report_dir, overrides)
     command = [sys.executable, "-m", "skyrl_stack.smoke", "--host"] + suite_args(
-        gpus, tiers, str(report_dir.resolve()), variant, str(overrides_path) if overrides_path else None)
+        gpus, tiers, str(report_dir.resolve()), variant, str(report_dir / overrides_name) if overrides_name else None)
     step(f"running the smoke suite on this host: {shlex.join(command)}")
     try:
         result = subprocess.run(command, cwd=project_root(), timeout=timeout_s, check=False)
@@ -232,12 +233,8 @@ def _run_in_container(variant, image, gpus, tiers, report_dir, overrides, timeou
     if overrides is None and variant_name:
         overrides = default_overrides(variant_name, ref)
     directory = Path(report_dir or workspace() / "reports/smoke" / (variant or digest.split(":", 1)[1][:12])).resolve()
-    directory.mkdir(parents=True, exist_ok=True)
-    clear_reports(directory)
-    overrides_arg = None
-    if overrides is not None:
-        (directory / OVERRIDES_NAME).write_text(json.dumps(overrides, indent=2) + "\n")
-        overrides_arg = f"{REPORT_MOUNT}/{OVERRIDES_NAME}"
+    overrides_name = prepare_report_dir(directory, overrides)
+    overrides_arg = f"{REPORT_MOUNT}/{overrides_name}" if overrides_name else None
     # The host's variant and pins digest go in, so the manifest is held against them, not itself.
     command = ["skyrl-smoke"] + suite_args(gpus, tiers, REPORT_MOUNT, variant_name, overrides_arg, target.pins_digest)
     step(f"running the smoke suite in {ref} (--gpus {gpus}{', a GPU image' if target.gpu else ''})")
