@@ -143,31 +143,6 @@ def test_push_refuses_to_move_tags_of_a_digest_whose_smoke_run_failed(defective_
     assert registry.tags("defect") == []
 
 
-def test_build_push_smoke_tests_then_pushes_what_passed(rehearsal_image, state_dir, registry, monkeypatch):
-    """`invoke build --push` (push.smoke_and_push): the smoke run is recorded against the digest, so the
-    push that follows moves the human tags with no override. Without the run the gate refuses the push."""
-    from skyrl_stack.image.pins import load_pins
-    from skyrl_stack.image.push import PASSWORD_ENV, USER_ENV, content_tag, smoke_and_push
-    from skyrl_stack.image.records import BuildRecord
-
-    pins = load_pins()
-    # As `invoke build` leaves it: the image tagged in the repository its record names.
-    local = f"{registry.host}/built:local"
-    subprocess.run(["docker", "tag", rehearsal_image.ref, local], check=True)
-    BuildRecord(variant="rehearsal", repository=f"{registry.host}/built", digest=rehearsal_image.digest, tags=[local],
-                pins_digest=pins.digest(), pins=pins.raw, source_date_epoch=pins.source_date_epoch,
-                base_image="n/a", built_at="n/a", build_seconds=0).save()
-    monkeypatch.setenv(USER_ENV, registry.user)
-    monkeypatch.setenv(PASSWORD_ENV, registry.password)
-    assert smoke_gate.load_runs(rehearsal_image.digest) == []
-    (record,) = smoke_and_push(["rehearsal"])  # (the registry fixture removes the local tags)
-    (run,) = smoke_gate.load_runs(rehearsal_image.digest)
-    assert run["verdict"] == "passed"
-    assert record.pushed["human_tags"] is True and record.pushed["smoke_gate_skipped"] is False
-    assert set(registry.tags("built")) == {content_tag("rehearsal", rehearsal_image.digest), "rehearsal-latest",
-                                           "rehearsal-ray2.48.0-py3.11-cpu", f"rehearsal-pins-{pins.digest()}"}
-
-
 def _derived_image(base_ref: str, script: str, name: str, changes: list[str] | None = None) -> str:
     """Commit a container of `base_ref` after `script` (offline: no BuildKit pull of the base by digest)."""
     import docker
@@ -309,3 +284,28 @@ def test_cpu_checked_gpu_image_pushes_its_digest_but_human_tags_wait_for_a_gpu_r
     assert {ref.rsplit(":", 1)[1] for ref in moved} == human
     for tag in human:
         assert registry.manifest_digest("gpu", tag) == digest  # the same manifest, not a new index
+
+
+def test_build_push_smoke_tests_then_pushes_what_passed(rehearsal_image, state_dir, registry, monkeypatch):
+    """`invoke build --push` (push.smoke_and_push): the smoke run is recorded against the digest, so the
+    push that follows moves the human tags with no override. Without the run the gate refuses the push."""
+    from skyrl_stack.image.pins import load_pins
+    from skyrl_stack.image.push import PASSWORD_ENV, USER_ENV, content_tag, smoke_and_push
+    from skyrl_stack.image.records import BuildRecord
+
+    pins = load_pins()
+    # As `invoke build` leaves it: the image tagged in the repository its record names.
+    local = f"{registry.host}/built:local"
+    subprocess.run(["docker", "tag", rehearsal_image.ref, local], check=True)
+    BuildRecord(variant="rehearsal", repository=f"{registry.host}/built", digest=rehearsal_image.digest, tags=[local],
+                pins_digest=pins.digest(), pins=pins.raw, source_date_epoch=pins.source_date_epoch,
+                base_image="n/a", built_at="n/a", build_seconds=0).save()
+    monkeypatch.setenv(USER_ENV, registry.user)
+    monkeypatch.setenv(PASSWORD_ENV, registry.password)
+    assert smoke_gate.load_runs(rehearsal_image.digest) == []
+    (record,) = smoke_and_push(["rehearsal"])  # (the registry fixture removes the local tags)
+    (run,) = smoke_gate.load_runs(rehearsal_image.digest)
+    assert run["verdict"] == "passed"
+    assert record.pushed["human_tags"] is True and record.pushed["smoke_gate_skipped"] is False
+    assert set(registry.tags("built")) == {content_tag("rehearsal", rehearsal_image.digest), "rehearsal-latest",
+                                           "rehearsal-ray2.48.0-py3.11-cpu", f"rehearsal-pins-{pins.digest()}"}
