@@ -45,13 +45,9 @@ def build(c, variant=None, base_image=None, repository=None, push=False, no_cach
         compression=compression or c.build.compression,
     )
     if push:
-        # The gate applies here too: each image is smoke-tested before its push.
-        from skyrl_stack.image.push import push_variants
-        from skyrl_stack.smoke.runner import run_smoke
+        from skyrl_stack.image.push import smoke_and_push
 
-        for record in records:
-            run_smoke(variant=record.variant)
-        push_variants([record.variant for record in records])
+        smoke_and_push([record.variant for record in records])
 
 
 @task(
@@ -68,7 +64,7 @@ def push(c, variant=None, repository=None, registry="generic", skip_smoke_gate=F
     from skyrl_stack.image.push import push_variants
 
     push_variants(split_csv(variant or c.image.variant), repository=repository, registry=registry,
-                  override_gate=skip_smoke_gate)
+                  skip_smoke_gate=skip_smoke_gate)
 
 
 @task(
@@ -84,7 +80,7 @@ def promote(c, variant, image, registry="generic", skip_smoke_gate=False):
     """Move a pushed digest's human tags registry-side, once its smoke record says the GPU tiers passed."""
     from skyrl_stack.image.promote import promote as promote_image
 
-    promote_image(variant, image, registry=registry, override_gate=skip_smoke_gate)
+    promote_image(variant, image, registry=registry, skip_smoke_gate=skip_smoke_gate)
 
 
 @task
@@ -280,10 +276,8 @@ def infra_up(c, cloud="aws", region=None, stack_name=None, repository_name=None,
     """Create or update the registry stack (ECR repository + node instance profile); records its outputs."""
     from skyrl_stack.infra import aws_stack
 
-    aws_stack.check_cloud(cloud)
-    result = aws_stack.deploy(region, stack_name or aws_stack.DEFAULT_STACK_NAME, repository_name=repository_name,
-                              untagged_expiry_days=untagged_expiry_days)
-    aws_stack.print_outputs(result)
+    aws_stack.print_outputs(aws_stack.deploy(cloud, region, stack_name, repository_name=repository_name,
+                                             untagged_expiry_days=untagged_expiry_days))
 
 
 @task(help=_INFRA_HELP)
@@ -292,8 +286,7 @@ def infra_outputs(c, cloud="aws", region=None, stack_name=None):
     """Show the registry stack's outputs (and record them for push/render --registry ecr)."""
     from skyrl_stack.infra import aws_stack
 
-    aws_stack.check_cloud(cloud)
-    aws_stack.print_outputs(aws_stack.refresh_outputs(region, stack_name or aws_stack.DEFAULT_STACK_NAME))
+    aws_stack.print_outputs(aws_stack.refresh_outputs(cloud, region, stack_name))
 
 
 @task(help=_INFRA_HELP)
@@ -302,17 +295,16 @@ def infra_down(c, cloud="aws", region=None, stack_name=None):
     """Delete the registry stack (CloudFormation keeps a repository that still holds images)."""
     from skyrl_stack.infra import aws_stack
 
-    aws_stack.check_cloud(cloud)
-    aws_stack.destroy(region, stack_name or aws_stack.DEFAULT_STACK_NAME)
+    aws_stack.destroy(cloud, region, stack_name)
 
 
 @task(help={"region": "region of the recorded stack (default: the only one recorded)"})
 @reports_errors
 def infra_skypilot_config(c, region=None):
     """Write the SkyPilot config layer with the stack's instance profile; prints the SKYPILOT_CONFIG line."""
-    from skyrl_stack.infra import aws_stack
+    from skyrl_stack.infra.skypilot_config import write_skypilot_config
 
-    print(f"export SKYPILOT_CONFIG={aws_stack.write_skypilot_config(region)}")
+    print(f"export SKYPILOT_CONFIG={write_skypilot_config(region)}")
 
 
 infra = Collection("infra")

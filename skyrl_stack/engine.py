@@ -1,8 +1,10 @@
 """The Docker engine: one place that connects to it and explains when it cannot.
 
 docker-py cannot drive BuildKit (docker/docker-py#2230), so builds shell out to
-`docker buildx`; everything else (load checks, tag, push, inspect, run) goes
-through the SDK client returned here.
+`docker buildx` (and :func:`require_buildx` asks the CLI for the versions it
+needs); the library's other engine work (inspect, tag, push, pull, run) goes
+through the SDK client returned here. Only the benchmarks (dev/bench.py) read
+images with the CLI (`docker image save`, `docker history`), as a user would.
 """
 from __future__ import annotations
 

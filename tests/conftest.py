@@ -94,6 +94,16 @@ def rehearsal_image(docker_engine, tmp_path_factory, test_ca_bundle):
 
 @pytest.fixture
 def registry(tmp_path):
-    """A real registry process (Debian's docker-registry) with htpasswd auth on a free port."""
+    """A real registry process (Debian's docker-registry) with htpasswd auth on a free port.
+
+    A push tags the image locally under the registry's host first; those tags are removed
+    at the end with the registry (the port is free for the next one, and its images are gone)."""
     with RegistryProcess(tmp_path / "registry") as reg:
-        yield reg
+        try:
+            yield reg
+        finally:
+            listed = subprocess.run(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
+                                    capture_output=True, text=True)
+            ours = [ref for ref in listed.stdout.split() if ref.startswith(f"{reg.host}/")]
+            if ours:
+                subprocess.run(["docker", "image", "rm", *ours], capture_output=True)

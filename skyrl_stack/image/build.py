@@ -1,4 +1,11 @@
-"""`invoke build`: run docker buildx bake, load the result, write a build record."""
+"""`invoke build`: docker buildx bake into the engine's image store, then tag and record each image.
+
+The steps of :func:`build_variants`: check every input before anything runs,
+skip variants whose inputs are unchanged, run `docker buildx bake` (the one
+shell-out: docker-py cannot drive BuildKit, see engine.py), check that the
+engine holds each image under the digest BuildKit reported, then tag it and
+write its build record. Looking up and tagging images goes through the SDK.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -36,17 +43,50 @@ def build_variants(
     """Build each variant into the engine's image store, and record ref and digest.
 
     All input is checked before anything runs, so a bad variant, repository or
-    CA path fails in a second with nothing built or tagged.
+    CA path fails in a second with nothing built or tagged. Variants whose
+    inputs are unchanged since their last build (and whose image is still in
+    the engine) are not built again unless no_cache.
     """
     pins = load_pins()
+    chosen = _check_inputs(pins, variants, repository, cache_ref=cache_ref, git_token_env=git_token_env,
+                           compression=compression)
+    ca_bundle = _ca_bundle(ca_bundle)
+    engine.require_buildx()
+
+    work = state_dir() / "build"
+    work.mkdir(parents=True, exist_ok=True)
+    with build_lock(work):
+        definition = bake.bake_definition(
+            pins, chosen, repository,
+            base_image=base_image,
+            ca_bundle=str(Path(ca_bundle).resolve()) if ca_bundle else None,
+            export=True,
+            compression=compression,
+            cache_ref=cache_ref,
+            git_token_env=git_token_env,
+        )
+        targets = {v.name: definition["target"][v.name] for v in chosen}
+        client = engine.client()
+        fingerprints = {name: input_fingerprint(target, _base_image_id(client, target["args"]["BASE_IMAGE"]))
+                        for name, target in targets.items()}
+        unchanged = None if no_cache else _up_to_date(client, repository, fingerprints)
+        if unchanged:
+            return unchanged
+        started = time.monotonic()
+        digests = _run_bake(pins, definition, list(targets), work, progress=progress, no_cache=no_cache)
+        images = {name: _stored_image(client, digest) for name, digest in digests.items()}  # all, before any record
+        seconds = round(time.monotonic() - started, 1)
+        return [_tag_and_record(images[name], pins, name, repository, targets[name], digests[name],
+                                seconds=seconds, fingerprint=fingerprints[name]) for name in targets]
+
+
+def _check_inputs(pins, variants: list[str], repository: str, *, cache_ref: str | None, git_token_env: str | None,
+                  compression: str) -> list:
+    """The chosen variants, once every option and the pins they build from are checked."""
     if not variants:
         raise StackError("no variant given", hint=f"choose from: {', '.join(pins.variant_names)}")
     chosen = [pins.variant(name) for name in dict.fromkeys(variants)]
     validate_repository(repository)
-    if not ca_bundle:
-        ca_bundle = host_ca_bundle()
-    if ca_bundle and not Path(ca_bundle).is_file():
-        raise StackError(f"CA bundle not found: {ca_bundle}", hint="pass the path of a PEM file, or leave --ca-bundle empty")
     if git_token_env and not os.environ.get(git_token_env):
         raise StackError(f"environment variable {git_token_env} (the git token) is empty or unset",
                          hint="export it, or drop --git-token-env for a public SkyRL repository")
@@ -56,14 +96,15 @@ def build_variants(
     for variant in chosen:
         if variant.lock:  # pins are inputs: a lock that disagrees with them fails here, not after the build
             rehearsal_lock.check(variant)
-    engine.require_buildx()
+    return chosen
 
-    work = state_dir() / "build"
-    work.mkdir(parents=True, exist_ok=True)
-    with build_lock(work):
-        return _build_locked(pins, chosen, repository, work, base_image=base_image, no_cache=no_cache,
-                             ca_bundle=ca_bundle, progress=progress, cache_ref=cache_ref, git_token_env=git_token_env,
-                             compression=compression)
+
+def _ca_bundle(given: str | None) -> str | None:
+    """--ca-bundle, else the one this host names; a path that is not a file is refused."""
+    ca_bundle = given or host_ca_bundle()
+    if ca_bundle and not Path(ca_bundle).is_file():
+        raise StackError(f"CA bundle not found: {ca_bundle}", hint="pass the path of a PEM file, or leave --ca-bundle empty")
+    return ca_bundle
 
 
 # Where a host names its CA bundle, in the order the tools read them (OpenSSL, requests, pip).
@@ -122,83 +163,56 @@ def build_lock(work: Path, wait_seconds: float | None = None):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _build_locked(pins, chosen, repository, work, *, base_image, no_cache, ca_bundle, progress, cache_ref,
-                  git_token_env, compression) -> list[BuildRecord]:
-    definition = bake.bake_definition(
-        pins, chosen, repository,
-        base_image=base_image,
-        ca_bundle=str(Path(ca_bundle).resolve()) if ca_bundle else None,
-        export=True,
-        compression=compression,
-        cache_ref=cache_ref,
-        git_token_env=git_token_env,
-    )
-    fingerprints = {v.name: input_fingerprint(definition["target"][v.name]) for v in chosen}
-    if not no_cache:
-        unchanged = [_unchanged_build(v.name, repository, fingerprints[v.name]) for v in chosen]
-        if all(unchanged):
-            for record in unchanged:
-                step(f"{record.variant}: up to date, {record.digest} (inputs unchanged since {record.built_at}; "
-                     "--no-cache rebuilds)")
-            return unchanged
-    bake_file = work / "bake.json"
+def _run_bake(pins, definition: dict, names: list[str], work: Path, *, progress: str, no_cache: bool) -> dict[str, str]:
+    """docker buildx bake the targets into the engine's store; {variant: manifest digest} from its metadata."""
+    bake_file, metadata_file = work / "bake.json", work / "metadata.json"
     write_json_atomic(bake_file, definition)
-    metadata_file = work / "metadata.json"
     metadata_file.unlink(missing_ok=True)
-
-    names = ", ".join(v.name for v in chosen)
-    step(f"building {names} (pins {pins.digest()}, SOURCE_DATE_EPOCH={pins.source_date_epoch})")
+    listed = ", ".join(names)
+    step(f"building {listed} (pins {pins.digest()}, SOURCE_DATE_EPOCH={pins.source_date_epoch})")
     command = ["docker", "buildx", "bake", "--file", str(bake_file), "--metadata-file", str(metadata_file),
                "--progress", progress]
     if no_cache:
         command.append("--no-cache")
-    command += [v.name for v in chosen]
-    started = time.monotonic()
+    command += names
     # SOURCE_DATE_EPOCH also in the environment: buildx propagates it to the
     # exporter, which clamps file and config timestamps to it.
     env = dict(os.environ, SOURCE_DATE_EPOCH=str(pins.source_date_epoch))
-    digests: dict[str, str] = {}
     returncode, cert_failure = _run_showing_output(command, env)
     if returncode != 0:
         raise StackError(
-            f"docker buildx bake failed for {names} (exit {returncode})"
+            f"docker buildx bake failed for {listed} (exit {returncode})"
             + (": a build step could not verify a TLS certificate" if cert_failure else ""),
             hint=("behind a TLS-intercepting proxy pass its CA bundle: --ca-bundle /path/to/ca.pem "
                   "(or set SSL_CERT_FILE); nothing was tagged or pushed" if cert_failure else
                   "the build output above names the failing step; nothing was tagged or pushed"),
         )
     metadata = json.loads(metadata_file.read_text())
-    # Verify every variant before recording any of them.
-    for variant in chosen:
-        digests[variant.name] = metadata[variant.name]["containerimage.digest"]
-        _check_stored(digests[variant.name])
-    seconds = round(time.monotonic() - started, 1)
+    return {name: metadata[name]["containerimage.digest"] for name in names}
 
-    client = engine.client()
-    records = []
-    for variant in chosen:
-        target, digest = definition["target"][variant.name], digests[variant.name]
-        image = client.images.get(digest)
-        for ref in target["tags"]:
-            repo, tag = ref.rsplit(":", 1)
-            image.tag(repo, tag)
-        record = BuildRecord(
-            variant=variant.name,
-            repository=repository,
-            digest=digest,
-            tags=target["tags"],
-            pins_digest=pins.digest(),
-            pins=pins.raw,
-            source_date_epoch=pins.source_date_epoch,
-            base_image=target["args"]["BASE_IMAGE"],
-            built_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            build_seconds=seconds,
-            fingerprint=fingerprints[variant.name],
-        )
-        path = record.save()
-        step(f"{variant.name}: {record.tags[0]} = {digest} (record: {path})")
-        records.append(record)
-    return records
+
+def _tag_and_record(image, pins, variant: str, repository: str, target: dict, digest: str, *, seconds: float,
+                    fingerprint: str) -> BuildRecord:
+    """Give the built image its tags (through the SDK) and write its build record."""
+    for ref in target["tags"]:
+        repo, tag = ref.rsplit(":", 1)
+        image.tag(repo, tag)
+    record = BuildRecord(
+        variant=variant,
+        repository=repository,
+        digest=digest,
+        tags=target["tags"],
+        pins_digest=pins.digest(),
+        pins=pins.raw,
+        source_date_epoch=pins.source_date_epoch,
+        base_image=target["args"]["BASE_IMAGE"],
+        built_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        build_seconds=seconds,
+        fingerprint=fingerprint,
+    )
+    path = record.save()
+    step(f"{variant}: {record.tags[0]} = {digest} (record: {path})")
+    return record
 
 
 # Everything the Dockerfile can read lives here (COPY and bind mounts).
@@ -217,17 +231,15 @@ def _run_showing_output(command: list[str], env: dict) -> tuple[int, bool]:
     return process.returncode, cert_failure
 
 
-def input_fingerprint(target: dict) -> str:
+def input_fingerprint(target: dict, base_image_id: str = "") -> str:
     """A hash of everything that decides a target's image: its bake target (args,
-    labels, tags) and the files the Dockerfile can read. The build is
-    reproducible, so equal fingerprints mean an equal image and the build can be
-    skipped. (Conservative: any change under skyrl_stack/ counts.)"""
+    labels, tags), the engine's id of a base image given by tag (`base_image_id`:
+    a local tag can be made again with other content) and the files the
+    Dockerfile can read. The build is reproducible, so equal fingerprints mean
+    an equal image and the build can be skipped. (Conservative: any change
+    under skyrl_stack/ counts.)"""
     digest = hashlib.sha256(json.dumps(target, sort_keys=True).encode())
-    base = target["args"]["BASE_IMAGE"]
-    if "@sha256:" not in base:  # a local tag can be made again with other content
-        probe = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", base],
-                               capture_output=True, text=True, check=False)
-        digest.update(probe.stdout.strip().encode())
+    digest.update(base_image_id.encode())
     for path in _context_files():
         digest.update(f"{path.relative_to(project_root())}\0{path.stat().st_mode & 0o111}\0".encode())
         digest.update(path.read_bytes())
@@ -243,7 +255,36 @@ def _context_files() -> list[Path]:
     return sorted(found)
 
 
-def _unchanged_build(variant: str, repository: str, fingerprint: str) -> BuildRecord | None:
+def _local_image(client, name: str):
+    """The engine's image by tag or digest, or None when it holds none."""
+    from docker.errors import ImageNotFound
+
+    try:
+        return client.images.get(name)
+    except ImageNotFound:
+        return None
+
+
+def _base_image_id(client, base: str) -> str:
+    """What a base given by tag is in the engine now (empty for one pinned by digest, or absent)."""
+    if "@sha256:" in base:
+        return ""
+    image = _local_image(client, base)
+    return image.id if image is not None else ""
+
+
+def _up_to_date(client, repository: str, fingerprints: dict[str, str]) -> list[BuildRecord] | None:
+    """The last build records, when every variant's inputs are unchanged and its image is still in the engine."""
+    unchanged = [_unchanged_build(client, name, repository, fingerprint) for name, fingerprint in fingerprints.items()]
+    if not all(unchanged):
+        return None
+    for record in unchanged:
+        step(f"{record.variant}: up to date, {record.digest} (inputs unchanged since {record.built_at}; "
+             "--no-cache rebuilds)")
+    return unchanged
+
+
+def _unchanged_build(client, variant: str, repository: str, fingerprint: str) -> BuildRecord | None:
     """The last build of variant, if its inputs are exactly these and its image is still in the engine."""
     try:
         record = load_build_record(variant)
@@ -251,15 +292,15 @@ def _unchanged_build(variant: str, repository: str, fingerprint: str) -> BuildRe
         return None
     if record.fingerprint != fingerprint or record.repository != repository:
         return None
-    present = subprocess.run(["docker", "image", "inspect", record.digest], capture_output=True, check=False)
-    return record if present.returncode == 0 else None
+    return record if _local_image(client, record.digest) is not None else None
 
 
-def _check_stored(digest: str) -> None:
-    """The engine's image id must be the manifest digest BuildKit reported (what a registry will report)."""
-    check = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", digest], capture_output=True, text=True, check=False)
-    if check.returncode != 0 or check.stdout.strip() != digest:
+def _stored_image(client, digest: str):
+    """The built image; the engine's image id must be the manifest digest BuildKit reported (what a registry will report)."""
+    image = _local_image(client, digest)
+    if image is None or image.id != digest:
         raise StackError(
             f"the engine does not hold the built image as {digest}",
             hint='enable the containerd image store: {"features": {"containerd-snapshotter": true}} in /etc/docker/daemon.json',
         )
+    return image

@@ -41,6 +41,9 @@ class Variant:
     python: str
     base_image: str
     apt_snapshot: str
+    # SkyRL's optional-dependency extra (skyrl-train's pyproject), None for an image without
+    # SkyRL. SkyRL names its extras after the inference engine, which is also its config's
+    # generator.backend: the one value stands for all three (no second name in the code).
     skyrl_extra: str | None = None
     lock: str | None = None
     expect: dict[str, str] = field(default_factory=dict)
@@ -56,11 +59,6 @@ class Variant:
     @property
     def python_minor(self) -> str:
         return ".".join(self.python.split(".")[:2])
-
-    @property
-    def inference_backend(self) -> str | None:
-        """The SkyRL ``generator.backend`` this image can serve, if any."""
-        return self.skyrl_extra
 
 
 @dataclass(frozen=True)

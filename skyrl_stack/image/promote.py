@@ -16,8 +16,9 @@ import re
 from skyrl_stack import engine
 from skyrl_stack.errors import StackError, first_line
 from skyrl_stack.image.pins import load_pins
-from skyrl_stack.image.push import _refuse_taken_immutable_tags, _remote_digest, auth_config, human_tags_for
-from skyrl_stack.image.refs import image_digest, is_ecr, registry_host, validate_repository
+from skyrl_stack.image.push import (auth_config, check_tag_moved, human_tags_for, refuse_taken_immutable_tags,
+                                    remote_digest, targets_ecr)
+from skyrl_stack.image.refs import image_digest, registry_host, validate_repository
 from skyrl_stack.reporter import step
 
 MANIFEST_TYPES = (
@@ -38,7 +39,7 @@ def split_image(image: str) -> tuple[str, str]:
     return validate_repository(image.rsplit("@", 1)[0]), digest
 
 
-def promote(variant: str, image: str, *, registry: str = "generic", override_gate: bool = False,
+def promote(variant: str, image: str, *, registry: str = "generic", skip_smoke_gate: bool = False,
             immutable: bool | None = None) -> list[str]:
     """Move `variant`'s human tags to the digest in `image`; returns the tags moved."""
     from skyrl_stack.smoke.gate import decide
@@ -46,7 +47,7 @@ def promote(variant: str, image: str, *, registry: str = "generic", override_gat
     pins = load_pins()
     pins.variant(variant)  # an unknown name fails before anything else
     repository, digest = split_image(image)
-    gate = decide(digest, override=override_gate, action=f"promote {variant}")
+    gate = decide(digest, skip_smoke_gate=skip_smoke_gate, action=f"promote {variant}")
     if not gate.human_tags:
         raise StackError(
             f"promote refused: {digest} is CPU-checked only (tiers {', '.join(gate.missing_tiers)} did not pass on a GPU)",
@@ -61,22 +62,19 @@ def promote(variant: str, image: str, *, registry: str = "generic", override_gat
         raise StackError(f"{digest} holds pins {run['pins_digest']}, this checkout's pins.toml is {pins.digest()}",
                          hint="promote from the commit the image was built from; its tags are named after its pins")
     if immutable is None:
-        immutable = registry == "ecr" or is_ecr(repository)
+        immutable = targets_ecr(repository, registry)
     tags = human_tags_for(pins, variant, repository, immutable)
     auth = auth_config(repository, registry)
     client = engine.client()
-    if _remote_digest(client, f"{repository}@{digest}", auth, missing_ok=True) != digest:
+    if remote_digest(client, f"{repository}@{digest}", auth, missing_ok=True) != digest:
         raise StackError(f"{repository} does not hold {digest}", hint="push it first: invoke push --variant V")
     if immutable:
-        _refuse_taken_immutable_tags(client, tags, digest, auth)
+        refuse_taken_immutable_tags(client, tags, digest, auth)
     api = RegistryAPI(repository, auth or _docker_login(repository))
     manifest, media_type = api.get_manifest(digest)
     for ref in tags:
         api.put_manifest(ref.rsplit(":", 1)[1], manifest, media_type)
-        if _remote_digest(client, ref, auth) != digest:
-            raise StackError(f"tag {ref} does not point at {digest} after the promotion",
-                             hint="the registry may have immutable tags holding an older image")
-        step(f"tagged {ref}")
+        check_tag_moved(client, ref, digest, auth, after="the promotion")
     step(f"promoted {repository}@{digest}: {len(tags)} human tag(s)")
     return tags
 

@@ -106,6 +106,12 @@ def human_tags_for(pins: Pins, variant_name: str, repository: str, immutable: bo
     return bake.tags(pins, variant, repository) + moving
 
 
+def targets_ecr(repository: str, registry: str) -> bool:
+    """An ECR push or promotion: --registry ecr, or a repository in ECR (an ECR login; tags immutable,
+    as infra/ sets the repository up)."""
+    return registry == "ecr" or is_ecr(repository)
+
+
 def auth_config(repository: str, registry: str = "generic") -> dict | None:
     """Credentials for the push, from the environment, ECR, or (None) the docker config.
 
@@ -120,7 +126,7 @@ def auth_config(repository: str, registry: str = "generic") -> dict | None:
                          hint="set both (or neither, to use `docker login` credentials)")
     if user:
         return {"username": user, "password": password, "serveraddress": registry_host(repository)}
-    if registry == "ecr" or is_ecr(repository):
+    if targets_ecr(repository, registry):
         from skyrl_stack.infra.ecr import docker_auth_config
 
         return docker_auth_config(repository)
@@ -128,7 +134,7 @@ def auth_config(repository: str, registry: str = "generic") -> dict | None:
 
 
 def push_variants(variants: list[str], *, repository: str | None = None, registry: str = "generic",
-                  override_gate: bool = False) -> list[BuildRecord]:
+                  skip_smoke_gate: bool = False) -> list[BuildRecord]:
     """Push several variants; with --registry ecr the repository comes from `invoke infra.up`."""
     if registry not in REGISTRIES:
         raise StackError(f"unknown registry kind {registry!r}", hint=f"use one of: {', '.join(REGISTRIES)}")
@@ -136,8 +142,21 @@ def push_variants(variants: list[str], *, repository: str | None = None, registr
         from skyrl_stack.infra.aws_stack import ecr_repository_uri
 
         repository = ecr_repository_uri()
-    return [push_variant(name, repository=repository, registry=registry, override_gate=override_gate)
+    return [push_variant(name, repository=repository, registry=registry, skip_smoke_gate=skip_smoke_gate)
             for name in variants]
+
+
+def smoke_and_push(variants: list[str]) -> list[BuildRecord]:
+    """`invoke build --push`: run the smoke suite on each built variant, then push them.
+
+    The gate applies as for `invoke push`: each run is recorded against its
+    digest, and push_variants moves the human tags only where it vouches for
+    them. A failing run stops here, before anything is pushed."""
+    from skyrl_stack.smoke.runner import run_smoke
+
+    for name in variants:
+        run_smoke(variant=name)
+    return push_variants(variants)
 
 
 def push_variant(
@@ -145,7 +164,7 @@ def push_variant(
     *,
     repository: str | None = None,
     registry: str = "generic",
-    override_gate: bool = False,
+    skip_smoke_gate: bool = False,
     immutable: bool | None = None,
     attempts: int = 4,
     backoff_seconds: float = 2.0,
@@ -161,12 +180,12 @@ def push_variant(
     record = load_build_record(variant)
     repository = validate_repository(repository or record.repository)
     if immutable is None:
-        immutable = registry == "ecr" or is_ecr(repository)
+        immutable = targets_ecr(repository, registry)
     first = f"{repository}:{content_tag(variant, record.digest)}"
 
     from skyrl_stack.smoke.gate import decide
 
-    gate = decide(record.digest, override=override_gate, action=f"push human tags of {variant}")
+    gate = decide(record.digest, skip_smoke_gate=skip_smoke_gate, action=f"push human tags of {variant}")
     if gate.human_tags:
         tags_to_move = human_tags(record, repository, immutable)
     else:
@@ -175,11 +194,11 @@ def push_variant(
     client = engine.client()
     image = _local_image(client, record)
     if immutable:
-        _refuse_taken_immutable_tags(client, [first] + tags_to_move, record.digest, auth)
+        refuse_taken_immutable_tags(client, [first] + tags_to_move, record.digest, auth)
 
     step(f"pushing {record.digest} as {first}")
     sent = _push_with_retry(client, image, first, auth, attempts, backoff_seconds, record.layers)
-    remote = _remote_digest(client, first, auth)
+    remote = remote_digest(client, first, auth)
     if remote != record.digest:
         raise StackError(
             f"registry reports {remote} for {first}, but the local image is {record.digest}",
@@ -188,10 +207,7 @@ def push_variant(
     step(f"registry holds {remote}: moving {len(tags_to_move)} tag(s)")
     for ref in tags_to_move:
         _push_with_retry(client, image, ref, auth, attempts, backoff_seconds, record.layers)
-        if _remote_digest(client, ref, auth) != record.digest:
-            raise StackError(f"tag {ref} does not point at {record.digest} after the push",
-                             hint="the registry may have immutable tags holding an older image; bump the pins or use a new tag")
-        step(f"tagged {ref}")
+        check_tag_moved(client, ref, record.digest, auth, after="the push")
     # Every tag is verified: the push is complete. A Ctrl-C from here on must not
     # turn it into a failure (exit 130) with the record left unwritten.
     with interrupt_deferred() as interrupted:
@@ -199,10 +215,10 @@ def push_variant(
             "ref": f"{repository}@{record.digest}",
             "tags": [first] + tags_to_move,
             "bytes_sent": sent,
-            "gate_overridden": gate.overridden,
+            "smoke_gate_skipped": gate.smoke_gate_skipped,
             "human_tags": gate.human_tags,
-            # GPU tiers that did not pass on a GPU: without an override they kept the
-            # human tags back; with one, they are what the override went without.
+            # GPU tiers that did not pass on a GPU: without skip_smoke_gate they kept the
+            # human tags back; with it, they are what the push went without.
             "missing_tiers": gate.missing_tiers,
             "pushed_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
@@ -303,10 +319,10 @@ def _raise_push_error(repo: str, message: str, status: int | None = None):
                      hint="no human tag was moved; fix the cause and push again")
 
 
-def _refuse_taken_immutable_tags(client, refs: list[str], digest: str, auth: dict | None) -> None:
+def refuse_taken_immutable_tags(client, refs: list[str], digest: str, auth: dict | None) -> None:
     """For immutable registries: refuse, before anything is sent, if any tag holds another digest."""
     for ref in refs:
-        held = _remote_digest(client, ref, auth, missing_ok=True)
+        held = remote_digest(client, ref, auth, missing_ok=True)
         if held is not None and held != digest:
             raise StackError(
                 f"tag {ref} already holds {held} in a registry with immutable tags",
@@ -314,7 +330,15 @@ def _refuse_taken_immutable_tags(client, refs: list[str], digest: str, auth: dic
             )
 
 
-def _remote_digest(client, ref: str, auth: dict | None, missing_ok: bool = False) -> str | None:
+def check_tag_moved(client, ref: str, digest: str, auth: dict | None, after: str) -> None:
+    """The registry's answer for ref, read back after moving it, must be digest."""
+    if remote_digest(client, ref, auth) != digest:
+        raise StackError(f"tag {ref} does not point at {digest} after {after}",
+                         hint="the registry may have immutable tags holding an older image; bump the pins or use a new tag")
+    step(f"tagged {ref}")
+
+
+def remote_digest(client, ref: str, auth: dict | None, missing_ok: bool = False) -> str | None:
     """The digest the registry holds under ref (None if absent and missing_ok)."""
     from docker.errors import APIError
 

@@ -202,7 +202,19 @@ def registry_host(reference: str) -> str:
     return domain or "docker.io"
 
 
+# Amazon ECR private registries: <account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn], the hosts
+# Kubernetes' ecr-credential-provider (kubernetes/cloud-provider-aws, ecrPattern) and
+# awslabs/amazon-ecr-credential-helper (ecr-login/api, ecrPattern) recognise; the isolated
+# partitions (sc2s.sgov.gov, c2s.ic.gov) are left out: the registry stack is never there.
+_ECR_HOST_RE = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
+
+
+def ecr_registry(reference: str) -> tuple[str, str] | None:
+    """(account, region) of a reference into an Amazon ECR registry; None for any other registry."""
+    match = _ECR_HOST_RE.match(registry_host(reference))
+    return (match["account"], match["region"]) if match else None
+
+
 def is_ecr(reference: str) -> bool:
-    """Amazon ECR: <account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]."""
-    host = registry_host(reference)
-    return ".dkr.ecr" in host and ".amazonaws.com" in host
+    """Whether the reference (repository or image, with a path) lives in Amazon ECR."""
+    return ecr_registry(reference) is not None

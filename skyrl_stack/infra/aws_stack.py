@@ -1,28 +1,27 @@
 """The AWS registry stack (infra/aws/registry.yaml): deploy, read outputs, delete.
 
 `invoke infra.up --cloud aws` creates the stack or updates it through a change
-set (so a re-run with nothing to change says so and touches nothing), prints
-the stack's events while CloudFormation works, and on failure names the
-resource that failed and CloudFormation's reason. The outputs (repository URI,
-instance profile) are cached under the state directory, so `invoke push
---registry ecr`, `invoke render --registry ecr` and the SkyPilot config read
-them instead of a copy-pasted URI.
+set (so a re-run with nothing to change says so and touches nothing), reporting
+the stack's events while CloudFormation works (stack_events.py). The outputs
+(repository URI, instance profile) are recorded under the state directory, so
+`invoke push --registry ecr`, `invoke render --registry ecr` and the SkyPilot
+config layer (skypilot_config.py) read them instead of a copy-pasted URI.
 
-boto3 is imported inside functions only. It honours AWS_ENDPOINT_URL, which
-is how the tests point all of this at a local moto server.
+boto3 is imported inside functions only (see aws_api.py).
 """
 from __future__ import annotations
 
 import json
 import os
-import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 from skyrl_stack.errors import StackError
-from skyrl_stack.image.records import state_dir, write_json_atomic, write_text_atomic
+from skyrl_stack.image.records import state_dir, write_json_atomic
 from skyrl_stack.image.refs import validate_repository
+from skyrl_stack.infra.aws_api import api_error, aws_call, aws_session, one_line, resolve_region
+from skyrl_stack.infra.stack_events import DEAD, SUCCESS, EventPrinter, wait_for_change_set, wait_for_stack
 from skyrl_stack.project import project_root
 from skyrl_stack.reporter import step
 
@@ -32,23 +31,13 @@ SUPPORTED_CLOUDS = ("aws",)
 UP_HINT = "invoke infra.up --cloud aws"
 # The role and instance profile are IAM resources with generated names.
 CAPABILITIES = ["CAPABILITY_IAM"]
-POLL_SECONDS = float(os.environ.get("SKYRL_STACK_STACK_POLL_SECONDS", "5"))
-
-_SUCCESS = {"CREATE_COMPLETE", "UPDATE_COMPLETE", "DELETE_COMPLETE", "IMPORT_COMPLETE"}
-# Terminal states that mean the last operation did not do what was asked.
-_FAILED = {
-    "CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_FAILED",
-    "UPDATE_ROLLBACK_COMPLETE", "UPDATE_ROLLBACK_FAILED", "UPDATE_FAILED",
-    "IMPORT_ROLLBACK_COMPLETE", "IMPORT_ROLLBACK_FAILED",
-}
-# A stack whose creation failed holds nothing usable and cannot be updated.
-_DEAD = {"ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "CREATE_FAILED", "DELETE_FAILED"}
 
 
 # --------------------------------------------------------------------------- input
 
 
 def check_cloud(cloud: str) -> str:
+    """The registry stack exists for AWS only; other registries need no infra (README 'Registries')."""
     if cloud not in SUPPORTED_CLOUDS:
         raise StackError(
             f"infra for cloud {cloud!r} is not supported",
@@ -56,39 +45,6 @@ def check_cloud(cloud: str) -> str:
                  "see README 'Registries' (no infra needed)",
         )
     return cloud
-
-
-def resolve_region(region: str | None) -> str:
-    """--region, else the AWS environment/profile's region; checked against botocore's region list."""
-    import boto3
-
-    session = boto3.session.Session()
-    # AWS_REGION is the variable most AWS SDKs and the CLI read; botocore itself only reads AWS_DEFAULT_REGION.
-    region = region or os.environ.get("AWS_REGION") or session.region_name
-    if not region:
-        raise StackError("no AWS region given", hint="pass --region (e.g. us-east-1) or set AWS_REGION")
-    known = set()
-    for partition in session.get_available_partitions():
-        known.update(session.get_available_regions("cloudformation", partition_name=partition))
-    if region not in known:
-        raise StackError(
-            f"unknown AWS region {region!r}",
-            hint="use a region name such as us-east-1, us-west-2 or eu-west-1 (`aws ec2 describe-regions`)",
-        )
-    return region
-
-
-def aws_session(region: str):
-    """A boto3 session that has credentials, or a StackError saying how to provide them."""
-    import boto3
-
-    session = boto3.session.Session(region_name=region)
-    if session.get_credentials() is None:
-        raise StackError(
-            "no AWS credentials found (environment, ~/.aws, SSO or instance role)",
-            hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run `aws configure` / `aws sso login`",
-        )
-    return session
 
 
 def _parameters(repository_name: str | None, untagged_expiry_days: int | str | None, *, existing: bool) -> list[dict]:
@@ -109,105 +65,6 @@ def _parameters(repository_name: str | None, untagged_expiry_days: int | str | N
         elif existing:
             params.append({"ParameterKey": key, "UsePreviousValue": True})
     return params
-
-
-# --------------------------------------------------------------------------- API errors
-
-
-def aws_call(what: str, fn, *args, **kwargs):
-    """One AWS call; credential, network and API errors become one StackError line."""
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
-    try:
-        return fn(*args, **kwargs)
-    except NoCredentialsError:
-        raise StackError("no AWS credentials found", hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE") from None
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        code, message = error.get("Code", "Error"), error.get("Message", str(exc))
-        hint = None
-        if code in {"InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken", "UnrecognizedClientException",
-                    "AccessDenied", "AccessDeniedException"}:
-            hint = "check the AWS credentials and their permissions (CloudFormation, ECR, IAM)"
-        raise StackError(f"{what}: {code}: {_one_line(message)}", hint=hint) from None
-    except BotoCoreError as exc:
-        raise StackError(f"{what}: {_one_line(str(exc))}", hint="check the network and AWS_ENDPOINT_URL if set") from None
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _describe(cf, stack: str) -> dict | None:
-    """The stack, or None when it does not exist."""
-    from botocore.exceptions import ClientError
-
-    try:
-        return cf.describe_stacks(StackName=stack)["Stacks"][0]
-    except ClientError as exc:
-        if "does not exist" in exc.response.get("Error", {}).get("Message", ""):
-            return None
-        raise  # callers wrap this in aws_call, which words it
-
-
-# --------------------------------------------------------------------------- events
-
-
-def failure_reason(events: list[dict]) -> str | None:
-    """The root cause among stack events (newest first, as CloudFormation lists them).
-
-    The earliest *_FAILED resource event is the cause; later ones are usually
-    "Resource creation cancelled" for siblings rolled back because of it.
-    """
-    for event in reversed(events):
-        if event["ResourceStatus"].endswith("_FAILED") and event.get("LogicalResourceId") != event.get("StackName"):
-            return (f"{event['LogicalResourceId']} ({event.get('ResourceType', '?')}) {event['ResourceStatus']}: "
-                    f"{_one_line(event.get('ResourceStatusReason') or 'no reason given')}")
-    for event in reversed(events):
-        if event["ResourceStatus"].endswith("_FAILED") or "ROLLBACK" in event["ResourceStatus"]:
-            reason = event.get("ResourceStatusReason")
-            if reason:
-                return f"{event['LogicalResourceId']} {event['ResourceStatus']}: {_one_line(reason)}"
-    return None
-
-
-class _EventPrinter:
-    """Prints each new stack event once, oldest first, as a progress line."""
-
-    def __init__(self, cf, stack_id: str):
-        self.cf = cf
-        self.stack_id = stack_id
-        self.seen = {e["EventId"] for e in self._page()}
-        self.new: list[dict] = []  # newest first, like the API
-
-    def _page(self) -> list[dict]:
-        return aws_call("cannot read stack events", self.cf.describe_stack_events, StackName=self.stack_id)["StackEvents"]
-
-    def poll(self) -> None:
-        fresh = [e for e in self._page() if e["EventId"] not in self.seen]
-        for event in reversed(fresh):
-            self.seen.add(event["EventId"])
-            reason = event.get("ResourceStatusReason")
-            step(f"{event['LogicalResourceId']} ({event.get('ResourceType', '')}): {event['ResourceStatus']}"
-                 + (f" - {_one_line(reason)}" if reason else ""))
-        self.new = fresh + self.new
-
-
-def _wait(cf, stack_id: str, printer: _EventPrinter, action: str) -> dict:
-    """Poll until the stack leaves *_IN_PROGRESS; a StackError naming the failing resource if it failed."""
-    while True:
-        printer.poll()
-        stack = aws_call("cannot read the stack's status", cf.describe_stacks, StackName=stack_id)["Stacks"][0]
-        status = stack["StackStatus"]
-        if status.endswith("_IN_PROGRESS") and status != "REVIEW_IN_PROGRESS":
-            time.sleep(POLL_SECONDS)
-            continue
-        if status in _SUCCESS:
-            return stack
-        reason = failure_reason(printer.new) or stack.get("StackStatusReason") or "no reason reported"
-        hint = ("`invoke infra.down --cloud aws` removes the failed stack; fix the cause, then run infra.up again"
-                if status in _DEAD else "the stack was rolled back to its previous state; fix the cause and re-run")
-        raise StackError(f"{action} of stack {stack['StackName']} failed ({status}): {reason}", hint=hint)
 
 
 # --------------------------------------------------------------------------- outputs cache
@@ -279,18 +136,41 @@ def ecr_repository_uri(region: str | None = None) -> str:
         raise StackError(exc.message, hint="refresh the recorded outputs: invoke infra.outputs --cloud aws") from None
 
 
-def instance_profile(region: str | None = None) -> str:
-    """The instance profile name for SkyPilot's aws.remote_identity."""
-    return cached_outputs(region)["outputs"]["InstanceProfileName"]
+def print_outputs(recorded: dict) -> None:
+    """The outputs on stdout (key value lines, easy to read and to grep), where they were recorded on stderr."""
+    for key, value in sorted(recorded["outputs"].items()):
+        print(f"{key} {value}")
+    step(f"recorded in {outputs_path(recorded['region'])}")
 
 
 # --------------------------------------------------------------------------- operations
 
 
+def _find_stack(cloud: str, region: str | None, stack_name: str | None) -> tuple[str, str, object, dict | None]:
+    """(stack name, region, CloudFormation client, the stack or None when it does not exist)."""
+    check_cloud(cloud)
+    stack_name = stack_name or DEFAULT_STACK_NAME
+    region = resolve_region(region)
+    cf = aws_session(region).client("cloudformation")
+    return stack_name, region, cf, aws_call(f"cannot reach CloudFormation in {region}", _describe, cf, stack_name)
+
+
+def _describe(cf, stack: str) -> dict | None:
+    """The stack, or None when it does not exist."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return cf.describe_stacks(StackName=stack)["Stacks"][0]
+    except ClientError as exc:
+        if "does not exist" in exc.response.get("Error", {}).get("Message", ""):
+            return None
+        raise  # callers wrap this in aws_call, which words it
+
+
 def check_updatable(stack: dict, region: str) -> None:
     """CloudFormation refuses to update a stack whose creation failed, or one that is mid-operation."""
     name, status = stack["StackName"], stack["StackStatus"]
-    if status in _DEAD or status == "REVIEW_IN_PROGRESS":
+    if status in DEAD or status == "REVIEW_IN_PROGRESS":
         raise StackError(
             f"stack {name} in {region} is in state {status} and cannot be updated",
             hint="remove it with `invoke infra.down --cloud aws` (nothing usable was created), then run infra.up again",
@@ -300,108 +180,100 @@ def check_updatable(stack: dict, region: str) -> None:
                          hint="wait until the running operation finishes, then re-run")
 
 
-def deploy(region: str | None = None, stack_name: str = DEFAULT_STACK_NAME, *, repository_name: str | None = None,
-           untagged_expiry_days: int | str | None = None) -> dict:
+def deploy(cloud: str = "aws", region: str | None = None, stack_name: str | None = None, *,
+           repository_name: str | None = None, untagged_expiry_days: int | str | None = None) -> dict:
     """Create or update the stack; returns the recorded outputs ({..., 'changed': bool})."""
-    from botocore.exceptions import ClientError
-
     _parameters(repository_name, untagged_expiry_days, existing=False)  # bad input fails before any AWS call
-    region = resolve_region(region)
-    cf = aws_session(region).client("cloudformation")
-    body = TEMPLATE.read_text()
-    existing = aws_call(f"cannot reach CloudFormation in {region}", _describe, cf, stack_name)
+    stack_name, region, cf, existing = _find_stack(cloud, region, stack_name)
     if existing:
         check_updatable(existing, region)
     params = _parameters(repository_name, untagged_expiry_days, existing=existing is not None)
-
     if existing is None:
-        # A brand-new stack has nothing to review, so it is created directly:
-        # unlike a CREATE change set, a failed create leaves no stack stuck in
-        # REVIEW_IN_PROGRESS, only one in ROLLBACK_COMPLETE that infra.down removes.
-        step(f"creating stack {stack_name} in {region}")
-        created = aws_call(f"cannot create stack {stack_name}", cf.create_stack, StackName=stack_name, TemplateBody=body,
-                        Parameters=params, Capabilities=CAPABILITIES, Tags=[{"Key": "app", "Value": "skyrl-stack"}])
-        printer = _EventPrinter(cf, created["StackId"])
-        printer.seen.clear()  # every event of a new stack is news
-        stack = _wait(cf, created["StackId"], printer, "creation")
-        step(f"stack {stack_name} created")
-        return {**_cache(stack, region), "changed": True}
+        return _create(cf, region, stack_name, params)
+    return _update(cf, region, existing, params)
 
-    name = f"skyrl-stack-{uuid.uuid4().hex[:12]}"
+
+def _create(cf, region: str, stack_name: str, params: list[dict]) -> dict:
+    # A brand-new stack has nothing to review, so it is created directly:
+    # unlike a CREATE change set, a failed create leaves no stack stuck in
+    # REVIEW_IN_PROGRESS, only one in ROLLBACK_COMPLETE that infra.down removes.
+    step(f"creating stack {stack_name} in {region}")
+    created = aws_call(f"cannot create stack {stack_name}", cf.create_stack, StackName=stack_name,
+                       TemplateBody=TEMPLATE.read_text(), Parameters=params, Capabilities=CAPABILITIES,
+                       Tags=[{"Key": "app", "Value": "skyrl-stack"}])
+    stack = wait_for_stack(cf, EventPrinter(cf, created["StackId"], new_stack=True), "creation")
+    step(f"stack {stack_name} created")
+    return {**_cache(stack, region), "changed": True}
+
+
+def _update(cf, region: str, existing: dict, params: list[dict]) -> dict:
+    stack_name = existing["StackName"]
     step(f"planning changes to stack {stack_name} in {region}")
-    try:
-        change_set = cf.create_change_set(StackName=stack_name, ChangeSetName=name, ChangeSetType="UPDATE",
-                                          TemplateBody=body, Parameters=params, Capabilities=CAPABILITIES)
-        described = _wait_for_change_set(cf, change_set["Id"])
-        reason = described.get("StatusReason") or ""
-    except ClientError as exc:
-        # Some endpoints (moto) refuse an empty plan up front instead of failing the change set.
-        reason = exc.response.get("Error", {}).get("Message", "")
-        if not _NO_CHANGES(reason):
-            aws_call(f"cannot plan changes to stack {stack_name}", _reraise, exc)
-        described = {"Status": "FAILED"}
-        change_set = None
-    if described["Status"] == "FAILED":
-        if change_set:
-            aws_call("cannot delete the empty change set", cf.delete_change_set, ChangeSetName=change_set["Id"])
-        if _NO_CHANGES(reason):
-            step(f"no changes: stack {stack_name} is up to date")
-            return {**_cache(existing, region), "changed": False}
-        raise StackError(f"planning changes to stack {stack_name} failed: {_one_line(reason)}")
-    for change in described.get("Changes", []):
+    change_set = _plan_update(cf, stack_name, params)
+    if change_set is None:
+        step(f"no changes: stack {stack_name} is up to date")
+        return {**_cache(existing, region), "changed": False}
+    for change in change_set.get("Changes", []):
         rc = change.get("ResourceChange", {})
         step(f"change: {rc.get('Action')} {rc.get('LogicalResourceId')} ({rc.get('ResourceType')})"
              + (f", replacement: {rc['Replacement']}" if rc.get("Replacement") not in (None, "False") else ""))
-    printer = _EventPrinter(cf, existing["StackId"])
-    aws_call(f"cannot update stack {stack_name}", cf.execute_change_set, ChangeSetName=change_set["Id"])
-    stack = _wait(cf, existing["StackId"], printer, "update")
+    printer = EventPrinter(cf, existing["StackId"])
+    aws_call(f"cannot update stack {stack_name}", cf.execute_change_set, ChangeSetName=change_set["ChangeSetId"])
+    stack = wait_for_stack(cf, printer, "update")
     step(f"stack {stack_name} updated")
     return {**_cache(stack, region), "changed": True}
 
 
-def _NO_CHANGES(reason: str) -> bool:
+def _plan_update(cf, stack_name: str, params: list[dict]) -> dict | None:
+    """The UPDATE change set as CloudFormation describes it; None when it changes nothing (then it is deleted)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        created = cf.create_change_set(StackName=stack_name, ChangeSetName=f"skyrl-stack-{uuid.uuid4().hex[:12]}",
+                                       ChangeSetType="UPDATE", TemplateBody=TEMPLATE.read_text(), Parameters=params,
+                                       Capabilities=CAPABILITIES)
+    except ClientError as exc:
+        # Some endpoints (moto) refuse an empty plan up front instead of failing the change set.
+        if _no_changes(exc.response.get("Error", {}).get("Message", "")):
+            return None
+        raise api_error(f"cannot plan changes to stack {stack_name}", exc) from None
+    described = wait_for_change_set(cf, created["Id"])
+    if described["Status"] != "FAILED":
+        return {**described, "ChangeSetId": created["Id"]}
+    aws_call("cannot delete the empty change set", cf.delete_change_set, ChangeSetName=created["Id"])
+    reason = described.get("StatusReason") or ""
+    if _no_changes(reason):
+        return None
+    raise StackError(f"planning changes to stack {stack_name} failed: {one_line(reason)}")
+
+
+def _no_changes(reason: str) -> bool:
     return "didn't contain changes" in reason or "No updates are to be performed" in reason
 
 
-def _reraise(exc: Exception):
-    raise exc
-
-
-def _wait_for_change_set(cf, change_set_id: str) -> dict:
-    while True:
-        described = aws_call("cannot read the change set", cf.describe_change_set, ChangeSetName=change_set_id)
-        if described["Status"] in {"CREATE_COMPLETE", "FAILED"}:
-            return described
-        time.sleep(min(POLL_SECONDS, 2))
-
-
-def refresh_outputs(region: str | None = None, stack_name: str = DEFAULT_STACK_NAME) -> dict:
+def refresh_outputs(cloud: str = "aws", region: str | None = None, stack_name: str | None = None) -> dict:
     """Read a deployed stack's outputs and record them (infra.outputs)."""
-    region = resolve_region(region)
-    cf = aws_session(region).client("cloudformation")
-    stack = aws_call(f"cannot reach CloudFormation in {region}", _describe, cf, stack_name)
+    stack_name, region, _, stack = _find_stack(cloud, region, stack_name)
     if stack is None:
         raise StackError(f"no stack {stack_name} in {region}", hint=f"run: {UP_HINT} --region {region}")
-    if stack["StackStatus"] not in _SUCCESS and stack["StackStatus"] != "UPDATE_ROLLBACK_COMPLETE":
+    if stack["StackStatus"] not in SUCCESS and stack["StackStatus"] != "UPDATE_ROLLBACK_COMPLETE":
         raise StackError(f"stack {stack_name} in {region} is in state {stack['StackStatus']}; it has no usable outputs",
                          hint=f"run: {UP_HINT} --region {region} (or infra.down if it failed to create)")
     return _cache(stack, region)
 
 
-def destroy(region: str | None = None, stack_name: str = DEFAULT_STACK_NAME) -> bool:
+def destroy(cloud: str = "aws", region: str | None = None, stack_name: str | None = None) -> bool:
     """Delete the stack and its recorded outputs; False when there was nothing to delete."""
-    region = resolve_region(region)
-    cf = aws_session(region).client("cloudformation")
-    stack = aws_call(f"cannot reach CloudFormation in {region}", _describe, cf, stack_name)
+    stack_name, region, cf, stack = _find_stack(cloud, region, stack_name)
     if stack is None:
         step(f"no stack {stack_name} in {region}: nothing to delete")
         outputs_path(region).unlink(missing_ok=True)
         return False
     step(f"deleting stack {stack_name} in {region}")
-    printer = _EventPrinter(cf, stack["StackId"])
+    printer = EventPrinter(cf, stack["StackId"])
     aws_call(f"cannot delete stack {stack_name}", cf.delete_stack, StackName=stack["StackId"])
     try:
-        _wait(cf, stack["StackId"], printer, "deletion")
+        wait_for_stack(cf, printer, "deletion")
     except StackError as exc:
         # The usual cause: CloudFormation never deletes an ECR repository that still holds images.
         raise StackError(exc.message, hint="delete what the reason names (e.g. the repository's images with "
@@ -409,34 +281,3 @@ def destroy(region: str | None = None, stack_name: str = DEFAULT_STACK_NAME) -> 
     outputs_path(region).unlink(missing_ok=True)
     step(f"stack {stack_name} deleted")
     return True
-
-
-# --------------------------------------------------------------------------- SkyPilot config
-
-SKYPILOT_CONFIG_TEMPLATE = TEMPLATE.parent.parent / "skypilot" / "config.yaml"
-PROFILE_PLACEHOLDER = "SKYRL_STACK_INSTANCE_PROFILE"
-
-
-def skypilot_config_path(region: str) -> Path:
-    return state_dir() / "infra" / f"skypilot-aws-{region}.yaml"
-
-
-def write_skypilot_config(region: str | None = None) -> Path:
-    """infra/skypilot/config.yaml with the stack's instance profile filled in (from the recorded outputs)."""
-    recorded = cached_outputs(region)
-    profile = recorded["outputs"]["InstanceProfileName"]
-    text = SKYPILOT_CONFIG_TEMPLATE.read_text()
-    # Text substitution keeps the file's comments, which explain each setting.
-    text = text.replace(PROFILE_PLACEHOLDER, profile)
-    header = (f"# Generated by `invoke infra.skypilot-config` from infra/skypilot/config.yaml\n"
-              f"# for stack {recorded['stack_name']} in {recorded['region']}.\n")
-    path = skypilot_config_path(recorded["region"])
-    write_text_atomic(path, header + text)
-    return path
-
-
-def print_outputs(recorded: dict) -> None:
-    """The outputs on stdout (key value lines, easy to read and to grep), where they were recorded on stderr."""
-    for key, value in sorted(recorded["outputs"].items()):
-        print(f"{key} {value}")
-    step(f"recorded in {outputs_path(recorded['region'])}")

@@ -9,29 +9,25 @@ they pull with their instance role (SkyPilot's ECR path, empty password).
 from __future__ import annotations
 
 import base64
-import re
 
 from skyrl_stack.errors import StackError
-
-# <account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]/<name>
-_ECR_HOST_RE = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
+from skyrl_stack.image.refs import ecr_registry, registry_host
 
 
 def parse_repository_uri(uri: str) -> tuple[str, str, str]:
     """'123456789012.dkr.ecr.us-east-1.amazonaws.com/skyrl-stack' -> (host, account, region)."""
-    host = uri.split("/", 1)[0]
-    match = _ECR_HOST_RE.match(host)
-    if not match or "/" not in uri:
+    found = ecr_registry(uri)
+    if found is None:
         raise StackError(
             f"not an ECR repository URI: {uri!r}",
             hint="expected <account>.dkr.ecr.<region>.amazonaws.com/<name>; `invoke infra.outputs --cloud aws` shows it",
         )
-    return host, match["account"], match["region"]
+    return (registry_host(uri), *found)
 
 
 def docker_auth_config(repository_uri: str) -> dict:
     """{'username': 'AWS', 'password': <token>, 'serveraddress': <host>} for docker push."""
-    from skyrl_stack.infra.aws_stack import aws_call, aws_session
+    from skyrl_stack.infra.aws_api import aws_call, aws_session
 
     host, account, region = parse_repository_uri(repository_uri)
     ecr = aws_session(region).client("ecr")

@@ -135,7 +135,7 @@ def build_spec(
     spec = TaskSpec(
         variant=variant,
         image=image,
-        backend=var.inference_backend,
+        backend=var.skyrl_extra,
         cloud=cloud_name,
         region=region,
         gpus=gpus,

@@ -83,7 +83,7 @@ def require_smoke_passed(image: str, override: bool) -> None:
     """The smoke gate (skyrl_stack.smoke.gate): no cloud launch of an untested digest."""
     from skyrl_stack.smoke.gate import require_passed
 
-    require_passed(image, override=override, action="launch")
+    require_passed(image, skip_smoke_gate=override, action="launch")
 
 
 PLAN_CHECK = "skyrl.validate"

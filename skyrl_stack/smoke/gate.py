@@ -13,8 +13,9 @@ digest by its decisive run (:func:`decisive_run`):
   (:func:`decide`); a CPU-only run lets `push` send the digest with a
   ``-cpu-checked`` tag and no human tags.
 
-An override lets the action go ahead anyway, prints ``WARNING: gate overridden``
-with the tiers it goes without, and records that in the digest's record.
+``skip_smoke_gate`` (the commands' ``--skip-smoke-gate``) lets the action go
+ahead anyway, prints ``WARNING: gate overridden`` with the tiers it goes without,
+and records that in the digest's record (``smoke_gate_skips``).
 """
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ MAX_RUNS = 20
 # What only a GPU can prove: these tiers must pass on a GPU before a GPU
 # image's human tags move (a CPU run skips them all).
 GPU_TIERS = ("gpu", "engine", "skyrl")
+# Where a record keeps the actions that went ahead with --skip-smoke-gate.
+SKIPS_KEY = "smoke_gate_skips"
+_OLD_SKIPS_KEY = "overrides"
 
 
 def normalise_digest(digest: str) -> str:
@@ -189,25 +193,25 @@ class GateDecision:
     run: dict | None
     human_tags: bool  # the digest may carry the human tags (descriptive, pins, -latest)
     missing_tiers: list[str] = field(default_factory=list)  # GPU tiers not passed on a GPU
-    overridden: bool = False
+    smoke_gate_skipped: bool = False  # allowed only because skip_smoke_gate was given
 
 
-def decide(digest: str, override: bool = False, action: str = "this action") -> GateDecision:
+def decide(digest: str, skip_smoke_gate: bool = False, action: str = "this action") -> GateDecision:
     """The gate for moving human tags: StackError unless a full run passed.
 
-    * no run, or a failing one: refused (override: loud warning, recorded);
+    * no run, or a failing one: refused (skip_smoke_gate: loud warning, recorded);
     * a CPU-only run of a GPU image: allowed for the digest, not for the human
-      tags (``human_tags=False``, the missing tiers named), unless overridden,
-      which is printed and recorded with the tiers it skips;
+      tags (``human_tags=False``, the missing tiers named), unless skip_smoke_gate,
+      which is printed and recorded with the tiers it goes without;
     * a run where the gpu, engine and skyrl tiers passed on a GPU: allowed.
     """
     try:
         digest = normalise_digest(digest)
     except StackError:
-        if not override:
+        if not skip_smoke_gate:
             raise
         _warn(f"{action} goes ahead with {digest}, which is not pinned by digest, so no smoke run can vouch for it")
-        return GateDecision(digest, None, True, overridden=True)
+        return GateDecision(digest, None, True, smoke_gate_skipped=True)
     run = decisive_run(digest)
     if run is not None and run["passed"]:
         missing = run.get("missing_tiers", [])
@@ -217,50 +221,50 @@ def decide(digest: str, override: bool = False, action: str = "this action") -> 
             return GateDecision(digest, run, True)
         cause = (f"the gpu-image run of {run['recorded_at']} passed without tiers {', '.join(missing)} "
                  f"passing on a GPU ({_reasons(run, missing)})")
-        if override:
+        if skip_smoke_gate:
             _warn(f"{action} goes ahead although {cause}")
-            record_override(digest, action, missing, cause)
-            return GateDecision(digest, run, True, missing, overridden=True)
+            record_skipped_gate(digest, action, missing, cause)
+            return GateDecision(digest, run, True, missing, smoke_gate_skipped=True)
         step(f"smoke gate: {digest} is CPU-checked only: {cause}")
         return GateDecision(digest, run, False, missing)
     if run is None:
         cause = f"no smoke run of all tiers recorded for {digest}"
     else:
         cause = f"the last smoke run of {digest} failed ({', '.join(run['failed']) or run.get('error') or 'suite error'})"
-    if override:
+    if skip_smoke_gate:
         _warn(f"{action} goes ahead although {cause}")
-        record_override(digest, action, list(TIERS), cause)
-        return GateDecision(digest, run, True, list(TIERS), overridden=True)
+        record_skipped_gate(digest, action, list(TIERS), cause)
+        return GateDecision(digest, run, True, list(TIERS), smoke_gate_skipped=True)
     raise StackError(
         f"{action} refused: {cause}",
         hint="run `invoke smoke --variant V` (or --image REF) and fix what fails; "
-        "an explicit override flag of the command skips this gate",
+        "--skip-smoke-gate goes ahead without it (said loudly, recorded)",
     )
 
 
-def require_passed(digest: str, override: bool = False, action: str = "this action") -> dict | None:
+def require_passed(digest: str, skip_smoke_gate: bool = False, action: str = "this action") -> dict | None:
     """Raise StackError unless `digest` has a run with no failure; return that run.
 
     Used by cloud `launch`: a CPU-only run lets it through (launching on GPUs
     is how such an image meets one) and says which tiers it lacks. With
-    override=True a missing or failed run only prints
+    skip_smoke_gate a missing or failed run only prints
     ``WARNING: gate overridden: ...`` to stderr and returns None; so does an
     image given by tag (--allow-tag), which no recorded run can vouch for.
     """
-    decision = decide(digest, override=override, action=action)
+    decision = decide(digest, skip_smoke_gate=skip_smoke_gate, action=action)
     if decision.run is None or not decision.run["passed"]:
         return None
     return decision.run
 
 
-def record_override(digest: str, action: str, missing_tiers: list[str], cause: str) -> Path:
-    """Keep an overridden gate in the digest's record, naming the tiers it went without."""
+def record_skipped_gate(digest: str, action: str, missing_tiers: list[str], cause: str) -> Path:
+    """Keep a skipped gate in the digest's record, naming the tiers the action went without."""
     record = _load_record(digest)
-    overrides = record.get("overrides", []) + [
+    skips = record.get(SKIPS_KEY, []) + [
         {"at": _now(), "action": action, "missing_tiers": missing_tiers, "cause": cause}]
     path = gate_path(digest)
     write_json_atomic(path, dict(record, digest=normalise_digest(digest), runs=record.get("runs", []),
-                                 overrides=overrides[-MAX_RUNS:]))
+                                 **{SKIPS_KEY: skips[-MAX_RUNS:]}))
     return path
 
 
@@ -269,9 +273,13 @@ def _load_record(digest: str) -> dict:
     if not path.exists():
         return {}
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except ValueError as exc:
         raise StackError(f"smoke record {path} is unreadable: {exc}", hint="delete it and rerun: invoke smoke") from exc
+    # Records written before the rename kept the skips under "overrides": read them under the one name.
+    if _OLD_SKIPS_KEY in record:
+        record[SKIPS_KEY] = record.pop(_OLD_SKIPS_KEY) + record.get(SKIPS_KEY, [])
+    return record
 
 
 def _verdict(run: dict) -> str:

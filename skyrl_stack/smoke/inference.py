@@ -79,9 +79,9 @@ def generate_sglang(model_dir: str) -> int:
 
 def backend_of(ctx) -> str:
     if ctx.variant is not None:
-        if ctx.variant.inference_backend not in BACKENDS:
+        if ctx.variant.skyrl_extra not in BACKENDS:  # the extra is named after the engine
             raise Skip("not in this variant")
-        return ctx.variant.inference_backend
+        return ctx.variant.skyrl_extra
     import importlib.util
 
     for backend in BACKENDS:

@@ -1,10 +1,10 @@
 """`invoke smoke`: run the in-image smoke suite in a container as SkyPilot would, or here with --host.
 
-In a container the run uses SkyPilot's `docker run` flags (skypilot_container:
+In a container the run uses SkyPilot's `docker run` flags (launch/skypilot_container.py:
 GPU device requests, host network, SkyPilot's /dev/shm size, SYS_ADMIN and
 SYS_RESOURCE, /dev/fuse, its locale variables) and the task's host IPC, mounts the report
 directory out, and records the outcome against the image digest (see
-smoke_gate). `--host` runs the suite from this checkout on this machine (a GPU
+smoke/gate.py). `--host` runs the suite from this checkout on this machine (a GPU
 box without Docker); that is no image, so nothing is recorded for the gate.
 """
 from __future__ import annotations
@@ -78,7 +78,8 @@ def default_overrides(variant_name: str, image: str) -> list[str] | None:
         return None
     from skyrl_stack.launch.task_spec import TaskSpec, training_overrides
 
-    return training_overrides(TaskSpec(variant=variant.name, image=image, backend=variant.inference_backend))
+    # SkyRL's extra is named after its generator.backend (pins.Variant.skyrl_extra).
+    return training_overrides(TaskSpec(variant=variant.name, image=image, backend=variant.skyrl_extra))
 
 
 def suite_args(gpus: str, tiers: list[str], report: str, variant: str | None, overrides: str | None,
@@ -104,12 +105,18 @@ def run_options(gpus: str) -> dict:
     return options
 
 
-def clear_reports(directory: Path) -> None:
-    """Remove a previous run's reports so a crashed run is never read as this one's."""
+def prepare_report_dir(directory: Path, overrides: list[str] | None) -> str | None:
+    """Make the report directory, remove a previous run's reports (so a crashed run is never read
+    as this one's) and write the overrides file; its name in the directory, None without overrides."""
     from skyrl_stack.smoke.report import JSON_NAME, JUNIT_NAME, SUMMARY_NAME
 
+    directory.mkdir(parents=True, exist_ok=True)
     for name in (JSON_NAME, JUNIT_NAME, SUMMARY_NAME, OVERRIDES_NAME):
         (directory / name).unlink(missing_ok=True)
+    if overrides is None:
+        return None
+    (directory / OVERRIDES_NAME).write_text(json.dumps(overrides, indent=2) + "\n")
+    return OVERRIDES_NAME
 
 
 def load_report(directory: Path, how: str) -> dict:
@@ -159,14 +166,9 @@ def run_smoke(
 
 
 def _run_on_host(variant, gpus, tiers, report_dir: Path, overrides, timeout_s) -> SmokeOutcome:
-    report_dir.mkdir(parents=True, exist_ok=True)
-    clear_reports(report_dir)
-    overrides_path = None
-    if overrides is not None:
-        overrides_path = report_dir / OVERRIDES_NAME
-        overrides_path.write_text(json.dumps(overrides, indent=2) + "\n")
+    overrides_name = prepare_report_dir(report_dir, overrides)
     command = [sys.executable, "-m", "skyrl_stack.smoke", "--host"] + suite_args(
-        gpus, tiers, str(report_dir.resolve()), variant, str(overrides_path) if overrides_path else None)
+        gpus, tiers, str(report_dir.resolve()), variant, str(report_dir / overrides_name) if overrides_name else None)
     step(f"running the smoke suite on this host: {shlex.join(command)}")
     try:
         result = subprocess.run(command, cwd=project_root(), timeout=timeout_s, check=False)
@@ -227,21 +229,29 @@ def _run_in_container(variant, image, gpus, tiers, report_dir, overrides, timeou
                       raise_on_failure=True) -> SmokeOutcome:
     client = engine.client()
     target = _resolve_image(client, variant, image)
-    ref, digest, variant_name = target.ref, target.digest, target.variant
-    if overrides is None and variant_name:
-        overrides = default_overrides(variant_name, ref)
-    directory = Path(report_dir or workspace() / "reports/smoke" / (variant or digest.split(":", 1)[1][:12])).resolve()
-    directory.mkdir(parents=True, exist_ok=True)
-    clear_reports(directory)
-    overrides_arg = None
-    if overrides is not None:
-        (directory / OVERRIDES_NAME).write_text(json.dumps(overrides, indent=2) + "\n")
-        overrides_arg = f"{REPORT_MOUNT}/{OVERRIDES_NAME}"
+    if overrides is None and target.variant:
+        overrides = default_overrides(target.variant, target.ref)
+    short_digest = target.digest.split(":", 1)[1][:12]
+    directory = Path(report_dir or workspace() / "reports/smoke" / (variant or short_digest)).resolve()
+    overrides_name = prepare_report_dir(directory, overrides)
+    overrides_arg = f"{REPORT_MOUNT}/{overrides_name}" if overrides_name else None
     # The host's variant and pins digest go in, so the manifest is held against them, not itself.
-    command = ["skyrl-smoke"] + suite_args(gpus, tiers, REPORT_MOUNT, variant_name, overrides_arg, target.pins_digest)
-    step(f"running the smoke suite in {ref} (--gpus {gpus}{', a GPU image' if target.gpu else ''})")
-    container = _start_container(client, ref, [shlex.join(command)], gpus, target.gpu, dict(
-        name=f"skyrl-smoke-{digest.split(':', 1)[1][:12]}-{os.getpid()}",
+    command = ["skyrl-smoke"] + suite_args(gpus, tiers, REPORT_MOUNT, target.variant, overrides_arg, target.pins_digest)
+    step(f"running the smoke suite in {target.ref} (--gpus {gpus}{', a GPU image' if target.gpu else ''})")
+    exit_code = _run_suite_container(client, target, shlex.join(command), gpus, directory, timeout_s)
+    if record:
+        return _record_for_gate(target, tiers, directory, exit_code)
+    # A check of something other than the image (e.g. a launch's training plan): reports only, no gate record.
+    outcome = SmokeOutcome(load_report(directory, f"container exit {exit_code}"), directory, target.digest, None)
+    if raise_on_failure:
+        _raise_if_failed(outcome, target.ref)
+    return outcome
+
+
+def _run_suite_container(client, target: Target, command: str, gpus: str, directory: Path, timeout_s: int) -> int:
+    """Run the suite as the container's command, its output passed through; the container's exit code."""
+    container = _start_container(client, target.ref, [command], gpus, target.gpu, dict(
+        name=f"skyrl-smoke-{target.digest.split(':', 1)[1][:12]}-{os.getpid()}",
         labels={"io.skyrl-stack.smoke": "1"},
         environment={"SKYRL_SMOKE_REPORT_OWNER": f"{os.getuid()}:{os.getgid()}"},
         volumes={str(directory): {"bind": REPORT_MOUNT, "mode": "rw"}},
@@ -260,13 +270,13 @@ def _run_in_container(variant, image, gpus, tiers, report_dir, overrides, timeou
         container.remove(force=True)
     if timed_out:
         raise StackError(f"the smoke suite ran longer than {timeout_s}s and was killed", hint="its output above shows the check it hung in")
-    if not record:
-        # A check of something other than the image (e.g. a launch's training plan): reports only, no gate record.
-        outcome = SmokeOutcome(load_report(directory, f"container exit {exit_code}"), directory, digest, None)
-        if raise_on_failure:
-            _raise_if_failed(outcome, ref)
-        return outcome
-    meta = dict(image=ref, variant=variant_name, all_tiers=list(tiers) == list(TIERS), gpu_image=target.gpu)
+    return exit_code
+
+
+def _record_for_gate(target: Target, tiers: list[str], directory: Path, exit_code: int) -> SmokeOutcome:
+    """Record the run against the image digest (smoke/gate.py), then raise if it failed or is not trusted."""
+    digest = target.digest
+    meta = dict(image=target.ref, variant=target.variant, all_tiers=list(tiers) == list(TIERS), gpu_image=target.gpu)
     try:
         report = load_report(directory, f"container exit {exit_code}")
     except StackError as exc:
@@ -280,9 +290,9 @@ def _run_in_container(variant, image, gpus, tiers, report_dir, overrides, timeou
     step(f"recorded against {digest}: {path}")
     run = smoke_gate.load_runs(digest)[-1]
     if run["error"]:
-        raise StackError(f"smoke run of {ref} not trusted: {run['error']}",
+        raise StackError(f"smoke run of {target.ref} not trusted: {run['error']}",
                          hint=f"the suite's output above says why it exited so; details in {directory / 'summary.txt'}")
-    _raise_if_failed(outcome, ref)
+    _raise_if_failed(outcome, target.ref)
     if run["verdict"] == "cpu-only":
         step(f"smoke: CPU-only for a GPU image: tiers {', '.join(run['missing_tiers'])} did not pass on a GPU; "
              "`invoke push` sends the digest but moves no human tag")

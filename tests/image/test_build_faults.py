@@ -89,3 +89,20 @@ def test_a_failing_step_without_certificate_trouble_gets_no_ca_hint(capsys):
     code, cert_failure = build._run_showing_output(["sh", "-c", "echo 'ERROR: process did not complete'; exit 3"],
                                                    env={})
     assert (code, cert_failure) == (3, False)
+
+
+@pytest.mark.container
+def test_the_builds_engine_lookups_read_the_real_store(docker_engine):
+    """What the build asks the engine (through the SDK, engine.py): a base's id for the fingerprint,
+    whether a recorded image is still there, and that the store holds the image as BuildKit's digest."""
+    from skyrl_stack import engine
+
+    client = engine.client()
+    base = client.images.get(TEST_BASE_IMAGE)
+    assert build._base_image_id(client, TEST_BASE_IMAGE) == base.id  # a tag: what it names now counts
+    assert build._base_image_id(client, f"example.invalid/base@{base.id}") == ""  # pinned by digest: not looked up
+    assert build._base_image_id(client, "example.invalid/absent:never") == ""
+    assert build._stored_image(client, base.id).id == base.id
+    with pytest.raises(StackError, match=r"the engine does not hold the built image as sha256:0{64}") as err:
+        build._stored_image(client, "sha256:" + "0" * 64)
+    assert "containerd-snapshotter" in err.value.hint

@@ -168,6 +168,15 @@ def test_any_unknown_key_is_named(table, key, value):
                                   + ", ".join(sorted(pins_module.SCHEMA[table].type)) + ")"]
 
 
+def test_the_package_ships_the_pins_file():
+    """An installed skyrl_stack (a wheel) must carry pins.toml beside pins.py, or load_pins fails there:
+    pyproject's package-data names it the way setuptools reads it (paths relative to the package)."""
+    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    shipped = {path for pattern in config["tool"]["setuptools"]["package-data"]["skyrl_stack"]
+               for path in (REPO_ROOT / "skyrl_stack").glob(pattern)}
+    assert PINS_FILE.resolve() in {path.resolve() for path in shipped}
+
+
 def test_pins_load_on_python_310_without_tomllib():
     """Ubuntu 22.04's python3 (3.10) has no tomllib; pins.py falls back to pip's vendored tomli.
     Simulated by hiding tomllib (no 3.10 interpreter here; vermin checks the syntax below)."""

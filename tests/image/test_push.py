@@ -34,7 +34,7 @@ def login(monkeypatch, registry):
 def test_push_digest_first_then_tags_and_pull_back_by_digest(built, registry, login):
     """Gate overridden on purpose: the smoke gate has its own tests; this one is about the transfer."""
     repo = f"{registry.host}/{REPO_NAME}"
-    record = push_variant("rehearsal", repository=repo, override_gate=True, backoff_seconds=0.1)
+    record = push_variant("rehearsal", repository=repo, skip_smoke_gate=True, backoff_seconds=0.1)
 
     first = content_tag("rehearsal", built.digest)
     assert registry.manifest_digest(REPO_NAME, first) == built.digest
@@ -73,7 +73,7 @@ def test_wrong_password_moves_no_tag(built, registry, monkeypatch):
     monkeypatch.setenv(USER_ENV, registry.user)
     monkeypatch.setenv(PASSWORD_ENV, "wrong")
     with pytest.raises(StackError, match="refused the login") as err:
-        push_variant("rehearsal", repository=f"{registry.host}/{REPO_NAME}", override_gate=True, backoff_seconds=0.01)
+        push_variant("rehearsal", repository=f"{registry.host}/{REPO_NAME}", skip_smoke_gate=True, backoff_seconds=0.01)
     assert "wrong" not in err.value.render()  # never echo a secret
     assert registry.tags(REPO_NAME) == []
     assert load_build_record("rehearsal").pushed == {}
@@ -87,7 +87,7 @@ def test_registry_down_is_retried_then_reported(built, monkeypatch, capsys):
     monkeypatch.setenv(PASSWORD_ENV, "p")
     repo = f"127.0.0.1:{free_port()}/{REPO_NAME}"
     with pytest.raises(StackError, match="unreachable"):
-        push_variant("rehearsal", repository=repo, override_gate=True, attempts=2, backoff_seconds=0.01)
+        push_variant("rehearsal", repository=repo, skip_smoke_gate=True, attempts=2, backoff_seconds=0.01)
     assert load_build_record("rehearsal").pushed == {}
     assert "retry 1/1" in capsys.readouterr().err
     assert _local_tags(built.digest, repo) == []  # the tag made for the push is gone again
@@ -137,7 +137,7 @@ def test_registry_errors_are_classified_by_status_and_structure(message, status,
 def test_reset_connection_on_a_blob_upload_is_retried_and_the_digest_verified(built, registry, login, capsys):
     with FaultProxy(registry.host, Fault("reset", count=1)) as proxy:
         repo = f"{proxy.host}/{REPO_NAME}"
-        record = push_variant("rehearsal", repository=repo, override_gate=True, backoff_seconds=0.05)
+        record = push_variant("rehearsal", repository=repo, skip_smoke_gate=True, backoff_seconds=0.05)
     assert len(proxy.faults_injected) == 1 and proxy.faults_injected[0].startswith("reset ")
     assert "retry 1/3" in capsys.readouterr().err
     assert record.pushed["ref"] == f"{repo}@{built.digest}"
@@ -150,7 +150,7 @@ def test_reset_connection_on_a_blob_upload_is_retried_and_the_digest_verified(bu
                          "retried; the push completes, digest verified")
 def test_500_on_a_blob_upload_is_retried(built, registry, login, capsys):
     with FaultProxy(registry.host, Fault(500, count=1)) as proxy:
-        record = push_variant("rehearsal", repository=f"{proxy.host}/{REPO_NAME}", override_gate=True,
+        record = push_variant("rehearsal", repository=f"{proxy.host}/{REPO_NAME}", skip_smoke_gate=True,
                               backoff_seconds=0.05)
     assert len(proxy.faults_injected) == 1
     assert "retry 1/3" in capsys.readouterr().err
@@ -165,7 +165,7 @@ def test_401_on_a_blob_upload_is_not_retried(built, registry, login, capsys):
     with FaultProxy(registry.host, Fault(401, count=1)) as proxy:
         repo = f"{proxy.host}/{REPO_NAME}"
         with pytest.raises(StackError, match="refused the login: failed commit on ref"):
-            push_variant("rehearsal", repository=repo, override_gate=True, backoff_seconds=0.05)
+            push_variant("rehearsal", repository=repo, skip_smoke_gate=True, backoff_seconds=0.05)
     assert len(proxy.faults_injected) == 1
     assert "retry" not in capsys.readouterr().err
     assert registry.tags(REPO_NAME) == [] and load_build_record("rehearsal").pushed == {}
@@ -179,7 +179,7 @@ def test_a_registry_that_keeps_resetting_is_given_up_on(built, registry, login):
     with FaultProxy(registry.host, Fault("reset", count=1000)) as proxy:
         repo = f"{proxy.host}/{REPO_NAME}"
         with pytest.raises(StackError, match="unreachable: failed commit on ref .*failed to do request"):
-            push_variant("rehearsal", repository=repo, override_gate=True, attempts=2, backoff_seconds=0.05)
+            push_variant("rehearsal", repository=repo, skip_smoke_gate=True, attempts=2, backoff_seconds=0.05)
     assert registry.tags(REPO_NAME) == [] and _local_tags(built.digest, repo) == []
 
 
@@ -188,7 +188,7 @@ def test_half_given_credentials_are_refused_before_any_network(built, monkeypatc
     monkeypatch.setenv(USER_ENV, "u")
     monkeypatch.delenv(PASSWORD_ENV, raising=False)
     with pytest.raises(StackError, match=f"{PASSWORD_ENV} is not set"):
-        push_variant("rehearsal", repository="127.0.0.1:1/x", override_gate=True)
+        push_variant("rehearsal", repository="127.0.0.1:1/x", skip_smoke_gate=True)
 
 
 @container
@@ -196,7 +196,7 @@ def test_immutable_registry_refuses_before_sending_when_a_tag_holds_another_dige
     """ECR-style immutable tags (the local registry cannot enforce them, so the check is what is tested):
     a second image for the same pins must not move any tag, nor leave half of them moved."""
     repo = f"{registry.host}/{REPO_NAME}"
-    push_variant("rehearsal", repository=repo, override_gate=True, immutable=True, backoff_seconds=0.1)
+    push_variant("rehearsal", repository=repo, skip_smoke_gate=True, immutable=True, backoff_seconds=0.1)
     before = {tag: registry.manifest_digest(REPO_NAME, tag) for tag in registry.tags(REPO_NAME)}
     assert "rehearsal-latest" not in before  # a tag that must move has no place in an immutable repository
 
@@ -211,7 +211,7 @@ def test_immutable_registry_refuses_before_sending_when_a_tag_holds_another_dige
         record.digest, record.pushed = other, {}
         record.save()
         with pytest.raises(StackError, match="already holds .* immutable tags"):
-            push_variant("rehearsal", repository=repo, override_gate=True, immutable=True, backoff_seconds=0.1)
+            push_variant("rehearsal", repository=repo, skip_smoke_gate=True, immutable=True, backoff_seconds=0.1)
         assert {tag: registry.manifest_digest(REPO_NAME, tag) for tag in registry.tags(REPO_NAME)} == before
     finally:
         subprocess.run(["docker", "rmi", "--force", "skyrl-stack-test-other:1"], capture_output=True)
@@ -238,7 +238,7 @@ def test_ctrl_c_after_the_push_completed_reports_success(built, registry, login,
 
     monkeypatch.setattr(BuildRecord, "save", save_then_ctrl_c)
     repo = f"{registry.host}/{REPO_NAME}"
-    record = push_variant("rehearsal", repository=repo, override_gate=True, backoff_seconds=0.1)
+    record = push_variant("rehearsal", repository=repo, skip_smoke_gate=True, backoff_seconds=0.1)
     assert record.pushed["ref"] == f"{repo}@{built.digest}"
     assert registry.manifest_digest(REPO_NAME, "rehearsal-latest") == built.digest
     assert "interrupted after the push completed" in capsys.readouterr().err

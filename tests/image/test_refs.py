@@ -13,7 +13,8 @@ import pytest
 
 from skyrl_stack.errors import StackError
 from skyrl_stack.image.records import build_record_path, load_build_record
-from skyrl_stack.image.refs import ImageRef, image_digest, parse_reference, registry_host, validate_repository
+from skyrl_stack.image.refs import (ImageRef, ecr_registry, image_digest, is_ecr, parse_reference, registry_host,
+                                   validate_repository)
 
 SHA = "sha256:" + "ab" * 32
 
@@ -119,3 +120,28 @@ def test_a_build_record_with_a_malformed_reference_is_refused(state_dir):
     with pytest.raises(StackError, match="malformed image reference|malformed pushed reference|whitespace") as err:
         load_build_record("vllm")
     assert "invoke build --variant vllm" in err.value.hint
+
+
+ECR_HOSTS = [
+    # (reference, (account, region) or None): the ecrPattern of kubernetes/cloud-provider-aws's
+    # ecr-credential-provider and awslabs/amazon-ecr-credential-helper, without the isolated partitions
+    ("123456789012.dkr.ecr.us-east-1.amazonaws.com/skyrl-stack", ("123456789012", "us-east-1")),
+    (f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/app@{SHA}", ("123456789012", "eu-west-1")),
+    ("123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com/app", ("123456789012", "us-gov-west-1")),  # FIPS
+    ("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn/app:v1", ("123456789012", "cn-north-1")),  # China
+    ("123456789012.dkr.ecr.us-east-1.amazonaws.com", None),  # a bare host is a Docker Hub path, not a registry
+    ("12345.dkr.ecr.us-east-1.amazonaws.com/app", None),  # an account id has 12 digits
+    ("123456789012.dkr.ecr.us-east-1.amazonaws.com.example.io/app", None),  # a look-alike host elsewhere
+    ("mirror.dkr.ecr.example.amazonaws.com.evil.io/app", None),
+    ("public.ecr.aws/me/app", None),  # ECR Public: no ECR login, pulled anonymously
+    ("ghcr.io/me/app", None),
+]
+
+
+@pytest.mark.parametrize("reference, expected", ECR_HOSTS)
+def test_ecr_registries_are_recognised_by_their_whole_host(reference, expected):
+    """One detector (refs.ecr_registry) for push, promote, render and the ECR login: a host that only
+    contains '.dkr.ecr' and '.amazonaws.com' somewhere is no ECR registry (no ECR token, no immutable tags)."""
+    assert ecr_registry(reference) == expected
+    assert is_ecr(reference) is (expected is not None)
+

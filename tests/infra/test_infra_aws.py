@@ -31,7 +31,7 @@ import yaml
 
 from tests.support.moto import moto_server
 
-from tests.support.paths import DATA, REPO_ROOT
+from tests.support.paths import REPO_ROOT
 INVOKE = str(Path(sys.executable).with_name("invoke"))
 STACK = "skyrl-stack-registry"
 REGION = "us-east-1"
@@ -123,7 +123,7 @@ def test_stack_deploys_reruns_without_changes_updates_and_deletes(aws, state_dir
 
 
 def test_outputs_feed_push_render_and_skypilot_config(aws, state_dir):
-    """ecr_repository_uri()/instance_profile() read the recorded outputs; the ECR login comes from moto."""
+    """ecr_repository_uri() and the SkyPilot config layer read the recorded outputs; the ECR login comes from moto."""
     from skyrl_stack.infra import aws_stack, ecr
     from skyrl_stack.errors import StackError
 
@@ -135,7 +135,6 @@ def test_outputs_feed_push_render_and_skypilot_config(aws, state_dir):
     outputs = stack_outputs()
     assert aws_stack.ecr_repository_uri() == outputs["RepositoryUri"]
     assert aws_stack.ecr_repository_uri(REGION).endswith("/team/skyrl")
-    assert aws_stack.instance_profile(REGION) == outputs["InstanceProfileName"]
 
     # infra.outputs re-records from the stack itself (e.g. on another machine).
     (state_dir / "infra" / f"aws-{REGION}.json").unlink()
@@ -221,7 +220,7 @@ RECORDED_ROLLBACK_EVENTS = [
 
 
 def test_recorded_rollback_names_the_failing_resource_and_reason():
-    from skyrl_stack.infra.aws_stack import failure_reason
+    from skyrl_stack.infra.stack_events import failure_reason
 
     assert failure_reason(RECORDED_ROLLBACK_EVENTS) == (
         "Repository (AWS::ECR::Repository) CREATE_FAILED: Resource handler returned message: "

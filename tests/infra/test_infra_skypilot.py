@@ -1,8 +1,6 @@
 """infra/skypilot/config.yaml against SkyPilot's own config schema (offline, no API server)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 

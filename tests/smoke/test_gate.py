@@ -1,4 +1,4 @@
-"""The smoke gate: which recorded runs let push/launch through, and the loud override."""
+"""The smoke gate: which recorded runs let push/launch through, and --skip-smoke-gate (loud, recorded)."""
 from __future__ import annotations
 
 import json
@@ -56,15 +56,15 @@ def test_everything_skipped_is_not_a_pass(state_dir):
         smoke_gate.require_passed(DIGEST)
 
 
-def test_override_warns_loudly(state_dir, capsys):
+def test_skip_smoke_gate_warns_loudly(state_dir, capsys):
     _record(_report(failed=1))
-    assert smoke_gate.require_passed(DIGEST, override=True, action="push") is None
+    assert smoke_gate.require_passed(DIGEST, skip_smoke_gate=True, action="push") is None
     assert "WARNING: gate overridden: push goes ahead although the last smoke run" in capsys.readouterr().err
 
 
-def test_override_is_silent_when_the_gate_passes(state_dir, capsys):
+def test_skip_smoke_gate_is_silent_when_the_gate_passes(state_dir, capsys):
     _record(_report())
-    assert smoke_gate.require_passed(DIGEST, override=True)["passed"]
+    assert smoke_gate.require_passed(DIGEST, skip_smoke_gate=True)["passed"]
     assert "WARNING" not in capsys.readouterr().err
 
 
@@ -80,13 +80,13 @@ def test_history_is_bounded(state_dir):
     assert len(smoke_gate.load_runs(DIGEST)) == smoke_gate.MAX_RUNS
 
 
-def test_override_lets_an_image_by_tag_through_naming_it(state_dir, capsys):
-    """--allow-tag --skip-smoke-gate: no digest to look up, so the override decides (loudly)."""
+def test_skip_smoke_gate_lets_an_image_by_tag_through_naming_it(state_dir, capsys):
+    """--allow-tag --skip-smoke-gate: no digest to look up, so skip_smoke_gate decides (loudly)."""
     image = "ghcr.io/me/skyrl-stack:vllm-latest"
-    assert smoke_gate.require_passed(image, override=True, action="launch") is None
+    assert smoke_gate.require_passed(image, skip_smoke_gate=True, action="launch") is None
     err = capsys.readouterr().err
     assert f"WARNING: gate overridden: launch goes ahead with {image}, which is not pinned by digest" in err
-    with pytest.raises(StackError, match="not an image digest"):  # without the override it stays refused
+    with pytest.raises(StackError, match="not an image digest"):  # without skip_smoke_gate it stays refused
         smoke_gate.require_passed(image, action="launch")
     assert not (state_dir / "smoke").exists()
 
@@ -132,20 +132,34 @@ def test_cpu_only_run_of_a_gpu_variant_moves_no_human_tags_and_says_why(state_di
     assert run["coverage"]["gpu"] == {"passed": 0, "failed": 0, "skipped": 2, "status": "skipped",
                                       "why": ["no GPU requested (--gpus none)"]}
     decision = smoke_gate.decide(DIGEST, action="push human tags of vllm")
-    assert (decision.human_tags, decision.missing_tiers, decision.overridden) == (False, ["gpu", "engine", "skyrl"], False)
+    assert (decision.human_tags, decision.missing_tiers, decision.smoke_gate_skipped) == (False, ["gpu", "engine", "skyrl"], False)
     assert "CPU-checked only" in capsys.readouterr().err
     assert smoke_gate.require_passed(DIGEST, action="launch")["verdict"] == "cpu-only"  # launch: no failure suffices
 
 
-def test_override_of_a_cpu_only_run_names_the_missing_tiers_in_output_and_record(state_dir, capsys):
+def test_skip_smoke_gate_on_a_cpu_only_run_names_the_missing_tiers_in_output_and_record(state_dir, capsys):
     _record_vllm(_suite_report())
-    decision = smoke_gate.decide(DIGEST, override=True, action="push human tags of vllm")
-    assert decision.human_tags and decision.overridden
+    decision = smoke_gate.decide(DIGEST, skip_smoke_gate=True, action="push human tags of vllm")
+    assert decision.human_tags and decision.smoke_gate_skipped
     err = capsys.readouterr().err
     assert "WARNING: gate overridden: push human tags of vllm goes ahead although" in err
     assert "without tiers gpu, engine, skyrl passing on a GPU" in err
-    (entry,) = json.loads(smoke_gate.gate_path(DIGEST).read_text())["overrides"]
+    (entry,) = json.loads(smoke_gate.gate_path(DIGEST).read_text())["smoke_gate_skips"]
     assert entry["missing_tiers"] == ["gpu", "engine", "skyrl"] and entry["action"] == "push human tags of vllm"
+
+
+def test_a_record_from_before_the_rename_keeps_its_skips_under_the_one_name(state_dir, capsys):
+    """Records written before --skip-smoke-gate had one name kept the skipped gates under "overrides":
+    the next skip is appended to them, under smoke_gate_skips, and the old key is gone."""
+    _record(_report(failed=1))
+    path = smoke_gate.gate_path(DIGEST)
+    old = {"at": "2025-01-01T00:00:00Z", "action": "push", "missing_tiers": ["gpu"], "cause": "an old one"}
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), overrides=[old])))
+    smoke_gate.decide(DIGEST, skip_smoke_gate=True, action="promote rehearsal")
+    record = json.loads(path.read_text())
+    assert "overrides" not in record
+    assert [entry["action"] for entry in record["smoke_gate_skips"]] == ["push", "promote rehearsal"]
+    assert len(record["runs"]) == 1
 
 
 def test_gpu_tiers_passed_on_a_gpu_open_the_gate(state_dir):

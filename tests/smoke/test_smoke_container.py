@@ -253,7 +253,7 @@ def test_cpu_checked_gpu_image_pushes_its_digest_but_human_tags_wait_for_a_gpu_r
                     base_image="n/a", built_at="n/a", build_seconds=0).save()
         push_variant("rehearsal", backoff_seconds=0.1, **options)
 
-    pushed_to("gpu")  # no override: the digest goes, the human tags stay where they were
+    pushed_to("gpu")  # no skip_smoke_gate: the digest goes, the human tags stay where they were
     assert set(registry.tags("gpu")) == {content_tag("rehearsal", digest), cpu_checked_tag("rehearsal", digest)}
     assert registry.manifest_digest("gpu", cpu_checked_tag("rehearsal", digest)) == digest
     pushed = load_build_record("rehearsal").pushed
@@ -265,12 +265,12 @@ def test_cpu_checked_gpu_image_pushes_its_digest_but_human_tags_wait_for_a_gpu_r
         promote("rehearsal", image)
     assert human.isdisjoint(registry.tags("gpu"))
 
-    pushed_to("gpu-overridden", override_gate=True)  # the override: visible in the output and the record
+    pushed_to("gpu-overridden", skip_smoke_gate=True)  # skip_smoke_gate: visible in the output and the record
     assert human <= set(registry.tags("gpu-overridden"))
     assert "WARNING: gate overridden: push human tags of rehearsal goes ahead although" in capsys.readouterr().err
-    (entry,) = json.loads(smoke_gate.gate_path(digest).read_text())["overrides"]
+    (entry,) = json.loads(smoke_gate.gate_path(digest).read_text())["smoke_gate_skips"]
     assert entry["missing_tiers"] == ["gpu", "engine", "skyrl"]
-    assert load_build_record("rehearsal").pushed["gate_overridden"] is True
+    assert load_build_record("rehearsal").pushed["smoke_gate_skipped"] is True
 
     gpu_report = json.loads(json.dumps(outcome.report))
     for check in gpu_report["checks"]:
@@ -283,3 +283,28 @@ def test_cpu_checked_gpu_image_pushes_its_digest_but_human_tags_wait_for_a_gpu_r
     assert {ref.rsplit(":", 1)[1] for ref in moved} == human
     for tag in human:
         assert registry.manifest_digest("gpu", tag) == digest  # the same manifest, not a new index
+
+
+def test_build_push_smoke_tests_then_pushes_what_passed(rehearsal_image, state_dir, registry, monkeypatch):
+    """`invoke build --push` (push.smoke_and_push): the smoke run is recorded against the digest, so the
+    push that follows moves the human tags with no override. Without the run the gate refuses the push."""
+    from skyrl_stack.image.pins import load_pins
+    from skyrl_stack.image.push import PASSWORD_ENV, USER_ENV, content_tag, smoke_and_push
+    from skyrl_stack.image.records import BuildRecord
+
+    pins = load_pins()
+    # As `invoke build` leaves it: the image tagged in the repository its record names.
+    local = f"{registry.host}/built:local"
+    subprocess.run(["docker", "tag", rehearsal_image.ref, local], check=True)
+    BuildRecord(variant="rehearsal", repository=f"{registry.host}/built", digest=rehearsal_image.digest, tags=[local],
+                pins_digest=pins.digest(), pins=pins.raw, source_date_epoch=pins.source_date_epoch,
+                base_image="n/a", built_at="n/a", build_seconds=0).save()
+    monkeypatch.setenv(USER_ENV, registry.user)
+    monkeypatch.setenv(PASSWORD_ENV, registry.password)
+    assert smoke_gate.load_runs(rehearsal_image.digest) == []
+    (record,) = smoke_and_push(["rehearsal"])  # (the registry fixture removes the local tags)
+    (run,) = smoke_gate.load_runs(rehearsal_image.digest)
+    assert run["verdict"] == "passed"
+    assert record.pushed["human_tags"] is True and record.pushed["smoke_gate_skipped"] is False
+    assert set(registry.tags("built")) == {content_tag("rehearsal", rehearsal_image.digest), "rehearsal-latest",
+                                           "rehearsal-ray2.48.0-py3.11-cpu", f"rehearsal-pins-{pins.digest()}"}
