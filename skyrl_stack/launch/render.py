@@ -30,7 +30,7 @@ from skyrl_stack.launch.task_spec import (
     apply_spec_sets,
     parse_cloud,
     parse_disk_size,
-    parse_gpus,
+    parse_accelerator,
     parse_memory,
     parse_nodes,
     parse_registry_login,
@@ -98,7 +98,7 @@ def build_spec(
     if gpus is None:
         gpus = default_gpus if var.gpu else None
     if gpus:
-        parse_gpus(gpus)
+        parse_accelerator(gpus)
     sets = parse_sets(sets)
     if network_tier not in (None, "", *NETWORK_TIERS):
         raise StackError(f"bad --network-tier {network_tier!r}",
@@ -433,7 +433,7 @@ def check_gpus(spec: TaskSpec) -> None:
         return
     from skyrl_stack.launch.accelerators import check_accelerator
 
-    warning = check_accelerator(parse_gpus(spec.gpus)[0], spec.cloud)
+    warning = check_accelerator(parse_accelerator(spec.gpus)[0], spec.cloud)
     if warning:
         print(warning, file=sys.stderr)
 
