@@ -303,11 +303,6 @@ GSM8K_GRPO = (
     ("trainer.resume_mode", "null"),
 )
 
-# Overrides whose value the spec owns: --set on them goes through the spec
-# (so envs, checks and the command agree), not around it.
-SPEC_KEYS = {"generator.backend": "backend", "trainer.logger": "logger"}
-
-
 def apply_spec_sets(spec: TaskSpec) -> TaskSpec:
     """Fold --set generator.backend / trainer.logger into the spec, refusing a backend mismatch."""
     for key, value in spec.sets:
