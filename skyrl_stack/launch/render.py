@@ -408,13 +408,11 @@ def validate(config: dict) -> None:
 
 
 def _validate(config: dict) -> None:
-    from skyrl_stack.launch.skypilot_import import import_sky
+    from skyrl_stack.launch.skypilot_import import require_sky
 
-    try:
-        sky = import_sky()
-        from sky.utils import common_utils, schemas
-    except ImportError as exc:
-        raise StackError(f"SkyPilot is not installed: {exc}", hint="pip install 'skypilot[aws]' (or --no-validate)") from None
+    sky = require_sky(or_else="or --no-validate")
+    from sky.utils import common_utils, schemas
+
     try:
         common_utils.validate_schema(copy.deepcopy(config), schemas.get_task_schema(), "Invalid task YAML: ")
         # Null secrets are filled at launch (`sky launch --secret NAME`); give

@@ -149,14 +149,10 @@ def launch_secrets(spec: TaskSpec, required: bool) -> dict:
 
 
 def _sdk():
-    from skyrl_stack.launch.skypilot_import import import_sky
+    from skyrl_stack.launch.skypilot_import import require_sky
 
     os.environ.setdefault("SKYPILOT_DEBUG", "0")
-    try:
-        sky = import_sky()
-    except ImportError as exc:
-        raise StackError(f"SkyPilot is not installed: {exc}", hint="pip install 'skypilot[aws]'") from None
-    return sky
+    return require_sky()
 
 
 # SkyPilot colours its messages (colorama); a one-line error shows none of that.
