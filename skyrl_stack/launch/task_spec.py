@@ -3,7 +3,7 @@
 Standard library only: the smoke suite composes SkyRL's Hydra config with
 exactly :func:`training_overrides`, possibly inside the image, and `invoke
 render` must stay instant. Parsing here validates every user input up front so
-that a bad value fails before anything is written (see render.py).
+that a bad value fails before anything is written (see options.build_spec).
 """
 from __future__ import annotations
 
@@ -191,7 +191,7 @@ def parse_nodes(value) -> int:
 def parse_disk_size(value) -> int:
     """--disk-size in GB: a whole number, at most the largest disk a cloud offers.
 
-    The lower bound is the plan's (render.sized_disk: image, data, checkpoints).
+    The lower bound is the plan's (options.sized_disk: image, data, checkpoints).
     """
     hint = "leave it out to get the disk the plan needs"
     try:

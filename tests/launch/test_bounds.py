@@ -16,7 +16,7 @@ import pytest
 from skyrl_stack.errors import StackError
 from skyrl_stack.launch import local_cluster
 from skyrl_stack.launch.accelerators import catalog_path, check_accelerator
-from skyrl_stack.launch.render import build_spec
+from skyrl_stack.launch.options import build_spec
 from tests.conftest import REPO_ROOT
 from tests.launch.test_render import fake_record
 

@@ -23,7 +23,9 @@ from pytest_docker.plugin import get_docker_services
 
 from skyrl_stack.image.pins import load_pins
 from skyrl_stack.launch import local_cluster, skypilot_container
-from skyrl_stack.launch.render import build_spec, for_local, task_config
+from skyrl_stack.launch.launcher import for_local
+from skyrl_stack.launch.options import build_spec
+from skyrl_stack.launch.task_yaml import task_config
 
 from tests.support.paths import REPO_ROOT, TESTS
 COMPOSE_FILE = TESTS / "compose" / "local-cluster.yml"
@@ -392,7 +394,7 @@ def test_down_by_name_removes_that_local_run(rehearsal_image):
 
 def test_stale_applies_to_local_only():
     from skyrl_stack.errors import StackError
-    from skyrl_stack.launch.sdk import down
+    from skyrl_stack.launch.clusters import down
 
     with pytest.raises(StackError, match="--stale applies to --cluster local, not skyrl-x"):
         down("skyrl-x", stale=True)

@@ -59,13 +59,13 @@ def test_a_missing_skypilot_is_one_line_saying_how_to_install_it(command, state_
     """Every command that needs SkyPilot goes through require_sky. SkyPilot is hidden by the import
     system's own rule (None in sys.modules makes `import sky` raise ImportError), not by a fake module."""
     from skyrl_stack.errors import StackError
-    from skyrl_stack.launch import render, sdk
+    from skyrl_stack.launch import clusters, render
     from skyrl_stack.launch.task_spec import TaskSpec
     from tests.launch.test_render import FAKE_DIGEST, FAKE_REPO
 
     monkeypatch.setitem(sys.modules, "sky", None)
     spec = TaskSpec(variant="rehearsal", image=f"{FAKE_REPO}@{FAKE_DIGEST}", backend=None, gpus=None, disk_size=20)
-    run = {"render": lambda: render.render(spec), "status": sdk.status}[command]
+    run = {"render": lambda: render.render(spec), "status": clusters.status}[command]
     with pytest.raises(StackError, match=r"^SkyPilot is not installed: import of sky halted") as err:
         run()
     assert err.value.hint == {"render": "pip install 'skypilot[aws]' (or --no-validate)",

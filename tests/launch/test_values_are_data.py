@@ -17,7 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from skyrl_stack.errors import StackError
-from skyrl_stack.launch.render import ENV_BOUND, build_spec, header, task_config, to_yaml
+from skyrl_stack.launch.options import build_spec
+from skyrl_stack.launch.run_script import ENV_BOUND
+from skyrl_stack.launch.task_yaml import header, task_config, to_yaml
 from skyrl_stack.launch.task_spec import BUCKET_MOUNT, _KEY, training_overrides
 from tests.launch.test_render import fake_record
 
