@@ -10,6 +10,7 @@
 - ``launcher.py``: ``invoke launch`` (after ``preflight.py``: secrets, smoke gate, SkyRL's plan check);
   ``clusters.py``: ``invoke status / logs / down``; both through ``skypilot_api.py`` (SkyPilot's SDK).
 - ``local_cluster.py``, ``skylet.py``, ``skypilot_container.py``: ``--cloud local``, a rehearsal
-  that treats the job as SkyPilot does (its container contract, its skylet's job lifecycle).
+  that treats the job as SkyPilot does (its container contract, its skylet's job lifecycle);
+  ``local_runs.py``: those runs on the engine (owner, stale or not, removal).
 - ``skypilot_import.py``: importing SkyPilot without making ``invoke render`` slow.
 """

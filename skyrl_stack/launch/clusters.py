@@ -1,6 +1,6 @@
 """`invoke status / logs / down`: the clusters a launch made, through SkyPilot's API (skypilot_api.py).
 
-`down` also removes local runs (`--cloud local`, local_cluster.py) by name, or
+`down` also removes local runs (`--cloud local`, local_runs.py) by name, or
 those whose launcher is gone (`--cluster local --stale`).
 """
 from __future__ import annotations
@@ -41,20 +41,20 @@ def logs(cluster: str, job_id: int | str | None = None, follow: bool = True) -> 
 def down(cluster: str, stale: bool = False) -> None:
     """Tear down a SkyPilot cluster or one local run (by its name); `local` lists the local runs,
     and with stale=True removes those whose launcher is gone. A live local run is removed only by name."""
-    from skyrl_stack.launch import local_cluster
+    from skyrl_stack.launch import local_runs
 
     if stale and cluster != LOCAL:
         raise StackError(f"--stale applies to --cluster local, not {cluster}",
                          hint="invoke down --cluster local --stale removes local runs whose launcher is gone")
     if cluster == LOCAL:
-        removed = local_cluster.down(stale=stale)
+        removed = local_runs.down(stale=stale)
         if stale:
             step(f"removed {len(removed)} stale local cluster(s){': ' + ', '.join(removed) if removed else ''}")
         else:
             step("nothing removed: `invoke down --cluster NAME` removes one local run, "
                  "`invoke down --cluster local --stale` those whose launcher is gone")
         return
-    if local_cluster.down(name=cluster):
+    if local_runs.down(name=cluster):
         step(f"local cluster {cluster} removed")
         return
     api("down", cluster)
