@@ -247,9 +247,9 @@ def logs(c, cluster=None, job_id=None, no_follow=False):
     """Stream a job's logs; exits with the job's code."""
     from invoke.exceptions import Exit
 
-    from skyrl_stack.launch.clusters import logs as job_logs
+    from skyrl_stack.launch.clusters import default_cluster, logs as job_logs
 
-    code = job_logs(cluster or f"skyrl-{c.image.variant}", job_id=job_id, follow=not no_follow)
+    code = job_logs(cluster or default_cluster(c.image.variant), job_id=job_id, follow=not no_follow)
     if code:
         raise Exit(code=code)
 
@@ -259,9 +259,9 @@ def logs(c, cluster=None, job_id=None, no_follow=False):
 @reports_errors
 def down(c, cluster=None, stale=False):
     """Tear a cluster down (bucket checkpoints survive; node disks do not)."""
-    from skyrl_stack.launch.clusters import down as cluster_down
+    from skyrl_stack.launch.clusters import default_cluster, down as cluster_down
 
-    cluster_down(cluster or f"skyrl-{c.image.variant}", stale=stale)
+    cluster_down(cluster or default_cluster(c.image.variant), stale=stale)
 
 
 # --------------------------------------------------------------------------- infra
