@@ -254,7 +254,10 @@ def test_invoke_launch_local_end_to_end(rehearsal_image, tmp_path, nodes):
     assert f"(node0) skyrl-ray-up: all {nodes} nodes joined the Ray cluster at" in "\n".join(lines)
     assert f"(node0) rehearsal job: OK on {nodes} nodes" in lines
     assert [f"(node{rank}) [local cluster] exited with code 0" in lines for rank in range(nodes)] == [True] * nodes
-    rendered = yaml.safe_load((tmp_path / "skypilot" / f"rehearsal-local-{nodes}n.yaml").read_text())
+    # Rendered under the workspace (skyrl_stack/project.py), not the directory invoke ran in.
+    workspace = rehearsal_image.state_dir.parent
+    assert not (tmp_path / "skypilot").exists()
+    rendered = yaml.safe_load((workspace / "skypilot" / f"rehearsal-local-{nodes}n.yaml").read_text())
     assert rendered["resources"]["image_id"] == f"docker:{rehearsal_image.ref}"
     # its containers and network are gone (other runs on the engine are not this test's business)
     from skyrl_stack.engine import client
