@@ -171,7 +171,7 @@ _TASK_HELP = {
 
 def _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, image, allow_tag,
                registry_login, pull_secret, logger, registry, network_tier=None):
-    from skyrl_stack.launch.render import build_spec
+    from skyrl_stack.launch.options import build_spec
 
     return build_spec(
         variant or c.image.variant, cloud=cloud or c.launch.cloud, gpus=gpus or None,
@@ -188,13 +188,12 @@ def render(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk
            image=None, allow_tag=False, registry_login=None, pull_secret=None, logger=None, out=None, no_validate=False,
            registry="generic", network_tier=None):
     """Write the SkyPilot task YAML for a built image (by digest), checked by SkyPilot's own parser."""
-    from skyrl_stack.launch.sdk import command_line
+    from skyrl_stack.launch.options import command_line
     from skyrl_stack.launch.render import render as render_task
+    from skyrl_stack.project import shown
 
     spec = _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, image, allow_tag,
                       registry_login, pull_secret, logger, registry, network_tier)
-    from skyrl_stack.project import shown
-
     path, _ = render_task(spec, out=out, command=command_line(), check=not no_validate)
     print(shown(path))
 
@@ -216,7 +215,8 @@ def launch(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk
     """Launch the task with SkyPilot (`--cloud local`: N local containers); exits with the job's code."""
     from invoke.exceptions import Exit
 
-    from skyrl_stack.launch.sdk import command_line, launch as launch_task, parse_env
+    from skyrl_stack.launch.launcher import launch as launch_task
+    from skyrl_stack.launch.options import command_line, parse_env
 
     spec = _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, image, allow_tag,
                       registry_login, pull_secret, logger, registry, network_tier)
@@ -231,7 +231,7 @@ def launch(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk
 @reports_errors
 def status(c, cluster=None):
     """SkyPilot clusters and their state."""
-    from skyrl_stack.launch.sdk import status as cluster_status
+    from skyrl_stack.launch.clusters import status as cluster_status
 
     cluster_status(cluster)
 
@@ -243,9 +243,9 @@ def logs(c, cluster=None, job_id=None, no_follow=False):
     """Stream a job's logs; exits with the job's code."""
     from invoke.exceptions import Exit
 
-    from skyrl_stack.launch.sdk import logs as job_logs
+    from skyrl_stack.launch.clusters import default_cluster, logs as job_logs
 
-    code = job_logs(cluster or f"skyrl-{c.image.variant}", job_id=job_id, follow=not no_follow)
+    code = job_logs(cluster or default_cluster(c.image.variant), job_id=job_id, follow=not no_follow)
     if code:
         raise Exit(code=code)
 
@@ -255,9 +255,9 @@ def logs(c, cluster=None, job_id=None, no_follow=False):
 @reports_errors
 def down(c, cluster=None, stale=False):
     """Tear a cluster down (bucket checkpoints survive; node disks do not)."""
-    from skyrl_stack.launch.sdk import down as cluster_down
+    from skyrl_stack.launch.clusters import default_cluster, down as cluster_down
 
-    cluster_down(cluster or f"skyrl-{c.image.variant}", stale=stale)
+    cluster_down(cluster or default_cluster(c.image.variant), stale=stale)
 
 
 # --------------------------------------------------------------------------- infra

@@ -109,3 +109,9 @@ def test_each_subpackage_says_what_it_owns(name):
     doc = ast.get_docstring(ast.parse((PACKAGE / name / "__init__.py").read_text()))
     assert doc and len(doc.split()) >= 10, f"skyrl_stack/{name}/__init__.py needs a docstring saying what it owns"
 
+
+
+def test_no_module_is_over_400_lines():
+    long = {str(p.relative_to(REPO_ROOT)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert long == {}

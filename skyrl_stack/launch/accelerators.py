@@ -20,13 +20,10 @@ CATALOG = "common/accelerators.csv"
 
 def catalog_path() -> str:
     """Where SkyPilot keeps the accelerator catalog (sky/catalog/common.py get_catalog_path)."""
-    from skyrl_stack.launch.skypilot_import import import_sky
+    from skyrl_stack.launch.skypilot_import import require_sky
 
-    try:
-        import_sky()  # the whole package loads first anyway; this way at the lower cost
-        from sky.catalog import common
-    except ImportError as exc:
-        raise StackError(f"SkyPilot is not installed: {exc}", hint="pip install 'skypilot[aws]' (or --no-validate)") from None
+    require_sky(or_else="or --no-validate")  # the whole package loads first anyway; this way at the lower cost
+    from sky.catalog import common
 
     return common.get_catalog_path(CATALOG)
 

@@ -8,15 +8,14 @@ node's output is streamed with a node prefix. As on a SkyPilot cluster, each
 node's job runs under the skylet's process-tree rule (skylet.py: what was in the
 job's tree at its last poll is killed when the job ends), the job waits for every
 node, and a failing node cancels the others. Containers and the network are
-removed at the end; the exit code is 0 only if every node succeeded.
+removed at the end; the exit code is 0 only if every node succeeded. The
+labels that let a later command find a run (and remove it) are local_runs.py's.
 """
 from __future__ import annotations
 
-import getpass
 import io
 import os
 import secrets
-import socket
 import signal
 import sys
 import tarfile
@@ -25,18 +24,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from skyrl_stack.errors import StackError, first_line
+from skyrl_stack.errors import StackError
 from skyrl_stack.launch import skylet, skypilot_container
+from skyrl_stack.launch.local_runs import owner_labels, report_leftovers
 from skyrl_stack.reporter import step
 
-LABEL = "skyrl-stack.local-cluster"  # value: the run's name, on its containers and its network
-OWNER_LABEL = "skyrl-stack.owner"  # user@host who launched the run
-# The launching process: a run whose launcher is gone is stale. The start time
-# tells a reused pid from the launcher (Linux /proc; empty elsewhere).
-LAUNCHER_HOST_LABEL = "skyrl-stack.launcher-host"
-LAUNCHER_PID_LABEL = "skyrl-stack.launcher-pid"
-LAUNCHER_START_LABEL = "skyrl-stack.launcher-start"
-RUNNING, STALE, UNKNOWN = "running", "stale", "unknown"
 # Memory the engine must have per local node. Measured: a rehearsal node with
 # its Ray head up and idle takes ~240 MiB (docker stats); the job's Ray tasks
 # and the smoke-sized model take more, so a node is budgeted 1 GiB.
@@ -186,7 +178,37 @@ def _interrupt(signum, frame):
 
 def run(job: LocalRun, stream=None) -> int:
     """Run the job on a fresh local cluster; 0 when every node's `run:` succeeded, else the first failure's code."""
-    from docker.errors import DockerException, ImageNotFound
+    from docker.errors import DockerException
+
+    docker = _engine_for(job)
+    cluster = f"{job.name}-{secrets.token_hex(3)}"
+    task_id = f"sky-{time.strftime('%Y-%m-%d-%H-%M-%S')}_{job.name}_1"
+    labels = owner_labels(cluster)
+    network = None
+    containers = []
+    # A TERM (e.g. CI timeout) must still remove the containers and network.
+    previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
+    try:
+        step(f"local cluster {cluster}: {job.nodes} node(s) of {job.image}")
+        network = docker.networks.create(cluster, driver="bridge", labels=labels)
+        ips = _start_nodes(docker, job, cluster, labels, network, containers)
+        envs = [node_env(job, rank, ips, task_id) for rank in range(job.nodes)]
+        return _run_job(docker.api, containers, job, envs, _Printer(stream))
+    except DockerException as exc:
+        raise StackError(f"local cluster failed: {exc}", hint="check `docker info` and the image") from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        for remove in [*(lambda c=c: c.remove(force=True) for c in containers), *([network.remove] if network else [])]:
+            try:
+                remove()
+            except DockerException:
+                pass
+
+
+def _engine_for(job: LocalRun):
+    """The Docker engine, once it is known to hold the cluster: memory for every node, and the image."""
+    from docker.errors import ImageNotFound
 
     from skyrl_stack.engine import client
 
@@ -199,65 +221,39 @@ def run(job: LocalRun, stream=None) -> int:
     except ImageNotFound:
         raise StackError(f"image {job.image} is not in the local Docker engine", hint="build it first: invoke build --variant ...") from None
     report_leftovers(docker)
-    printer = _Printer(stream)
-    suffix = secrets.token_hex(3)
-    cluster = f"{job.name}-{suffix}"
-    labels = owner_labels(cluster)
-    task_id = f"sky-{time.strftime('%Y-%m-%d-%H-%M-%S')}_{job.name}_1"
-    network = None
-    containers = []
-    # A TERM (e.g. CI timeout) must still remove the containers and network.
-    previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
-    try:
-        step(f"local cluster {cluster}: {job.nodes} node(s) of {job.image}")
-        network = docker.networks.create(cluster, driver="bridge", labels=labels)
-        # SkyPilot's run line, except the network: N nodes on one machine need N addresses.
-        run_kwargs = skypilot_container.run_kwargs(
-            run_options=job.run_options, gpus=-1 if job.gpu_devices else None, network=network.name,
-            nvidia_runtime=job.gpu_devices and "nvidia" in (docker.info().get("Runtimes") or {}))
-        for rank in range(job.nodes):
-            # create, record, then start: a container that fails to start is still removed below.
-            containers.append(docker.containers.create(
-                job.image,
-                name=f"{cluster}-node{rank}",
-                hostname=f"node{rank}",
-                labels=labels,
-                volumes=job.volumes or None,
-                **run_kwargs,
-            ))
-            containers[-1].start()
-        ips = []
-        for container in containers:
-            container.reload()
-            ips.append(container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"])
-        envs = [node_env(job, rank, ips, task_id) for rank in range(job.nodes)]
-        if job.setup:
-            step("setup on every node")
-            codes = _on_all_nodes(docker.api, containers, job.setup, envs, printer, "setup")
-            if any(codes):
-                failed = [rank for rank, code in enumerate(codes) if code]
-                raise StackError(f"setup failed on node(s) {failed} (exit codes {codes})", hint="see the (nodeN) lines above")
-        step("run on every node")
-        codes = _on_all_nodes(docker.api, containers, job.run, envs, printer, "run")
-        for rank, code in enumerate(codes):
-            printer.emit(f"(node{rank})", f"[local cluster] exited with code {code}")
-        failed = [code for code in codes if code and code != skylet.CANCELLED_RETURN_CODE]
-        return failed[0] if failed else max(codes)
-    except DockerException as exc:
-        raise StackError(f"local cluster failed: {exc}", hint="check `docker info` and the image") from None
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        for container in containers:
-            try:
-                container.remove(force=True)
-            except DockerException:
-                pass
-        if network is not None:
-            try:
-                network.remove()
-            except DockerException:
-                pass
+    return docker
+
+
+def _start_nodes(docker, job: LocalRun, cluster: str, labels: dict, network, containers: list) -> list[str]:
+    """Start the nodes on the network, each appended to containers as soon as it exists; their addresses, head first."""
+    # SkyPilot's run line, except the network: N nodes on one machine need N addresses.
+    run_kwargs = skypilot_container.run_kwargs(
+        run_options=job.run_options, gpus=-1 if job.gpu_devices else None, network=network.name,
+        nvidia_runtime=job.gpu_devices and "nvidia" in (docker.info().get("Runtimes") or {}))
+    for rank in range(job.nodes):
+        # create, record, then start: a container that fails to start is still removed by run().
+        containers.append(docker.containers.create(job.image, name=f"{cluster}-node{rank}", hostname=f"node{rank}",
+                                                   labels=labels, volumes=job.volumes or None, **run_kwargs))
+        containers[-1].start()
+    for container in containers:
+        container.reload()
+    return [container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"] for container in containers]
+
+
+def _run_job(api, containers, job: LocalRun, envs: list[dict], printer: _Printer) -> int:
+    """`setup:` then `run:` on every node, as SkyPilot's job does; the job's exit code."""
+    if job.setup:
+        step("setup on every node")
+        codes = _on_all_nodes(api, containers, job.setup, envs, printer, "setup")
+        if any(codes):
+            failed = [rank for rank, code in enumerate(codes) if code]
+            raise StackError(f"setup failed on node(s) {failed} (exit codes {codes})", hint="see the (nodeN) lines above")
+    step("run on every node")
+    codes = _on_all_nodes(api, containers, job.run, envs, printer, "run")
+    for rank, code in enumerate(codes):
+        printer.emit(f"(node{rank})", f"[local cluster] exited with code {code}")
+    failed = [code for code in codes if code and code != skylet.CANCELLED_RETURN_CODE]
+    return failed[0] if failed else max(codes)
 
 
 def max_local_nodes(docker) -> int:
@@ -275,123 +271,3 @@ def check_capacity(docker, nodes: int) -> None:
             f"({memory:.1f} GiB at {NODE_MEMORY_BYTES / 2**30:.0f} GiB per node)",
             hint=f"use --nodes {capacity} or fewer locally; larger clusters go to a cloud (--cloud aws ...)",
         )
-
-
-def owner_labels(cluster: str) -> dict:
-    """The labels that make a run owned: its name, who launched it, and the launching process."""
-    host = socket.gethostname()
-    return {LABEL: cluster, OWNER_LABEL: f"{getpass.getuser()}@{host}", LAUNCHER_HOST_LABEL: host,
-            LAUNCHER_PID_LABEL: str(os.getpid()), LAUNCHER_START_LABEL: _process_start(os.getpid())}
-
-
-def _process_start(pid: int) -> str:
-    """A process's start time in clock ticks since boot (/proc/PID/stat field 22); "" where unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]  # fields after "(comm)" start at field 3
-
-
-def launcher_state(labels: dict) -> str:
-    """RUNNING while the run's launcher lives, STALE once it is gone (or its pid belongs to another
-    process), UNKNOWN where this machine cannot tell: launched on another host, or without the labels."""
-    host, pid, start = (labels.get(key, "") for key in (LAUNCHER_HOST_LABEL, LAUNCHER_PID_LABEL, LAUNCHER_START_LABEL))
-    if not pid.isdigit() or host != socket.gethostname():
-        return UNKNOWN
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return STALE
-    except PermissionError:  # alive, another user's process
-        pass
-    now = _process_start(int(pid))
-    return STALE if start and now and now != start else RUNNING
-
-
-@dataclass
-class LocalCluster:
-    """One run's objects on the engine, found by their labels."""
-
-    name: str
-    labels: dict
-    containers: list = field(default_factory=list)
-    networks: list = field(default_factory=list)
-
-    @property
-    def state(self) -> str:
-        return launcher_state(self.labels)
-
-
-def local_clusters(docker) -> list[LocalCluster]:
-    """Every local run on the engine (containers and networks by LABEL), by name."""
-    runs: dict[str, LocalCluster] = {}
-    for kind, objects in (("containers", docker.containers.list(all=True, filters={"label": LABEL})),
-                          ("networks", docker.networks.list(filters={"label": LABEL}))):
-        for obj in objects:
-            labels = (obj.labels if kind == "containers" else obj.attrs.get("Labels")) or {}
-            run = runs.setdefault(labels[LABEL], LocalCluster(labels[LABEL], labels))
-            getattr(run, kind).append(obj)
-    return sorted(runs.values(), key=lambda run: run.name)
-
-
-def remove(run: LocalCluster) -> None:
-    """Remove one run's containers, then its network (gone already is fine: its launcher may be cleaning up)."""
-    from docker.errors import APIError, NotFound
-
-    for remove_one in [*(lambda c=c: c.remove(force=True) for c in run.containers),
-                       *(network.remove for network in run.networks)]:
-        try:
-            remove_one()
-        except NotFound:
-            pass
-        except APIError as exc:
-            # 409: the engine is already removing it (the run's own launcher, at the same moment).
-            if exc.status_code != 409:
-                raise StackError(f"cannot remove local cluster {run.name}: {first_line(str(exc.explanation or exc))}",
-                                 hint=f"see: docker ps -a --filter label={LABEL}={run.name}") from None
-
-
-def report_leftovers(docker) -> None:
-    """At a launch: name the runs left behind by launchers that are gone, and how to remove them."""
-    stale = [run.name for run in local_clusters(docker) if run.state == STALE]
-    if stale:
-        step(f"note: {len(stale)} leftover local cluster(s) whose launcher is gone: {', '.join(stale)}; "
-             "remove them with: invoke down --cluster local --stale")
-
-
-def down(name: str | None = None, stale: bool = False) -> list[str]:
-    """Remove the local run `name`, or (stale=True) every run whose launcher is gone; returns the names removed.
-
-    Neither touches a run whose launcher is alive unless it is the one named. With no name and no
-    stale, only lists the runs (a bare `invoke down --cluster local` removes nothing)."""
-    from docker.errors import DockerException
-
-    docker = client_or_none()
-    try:
-        runs = local_clusters(docker) if docker is not None else []
-    except DockerException as exc:
-        raise StackError(f"cannot list local clusters: {first_line(str(exc))}", hint="check `docker info`") from None
-    if name is not None:
-        chosen = [run for run in runs if run.name == name]
-    elif stale:
-        chosen = [run for run in runs if run.state == STALE]
-    else:
-        for run in runs:
-            print(f"{run.name:<40} {run.state:<8} {len(run.containers)} node(s)  owner {run.labels.get(OWNER_LABEL, '?')}")
-        if not runs:
-            print("no local clusters")
-        chosen = []
-    for run in chosen:
-        remove(run)
-    return [run.name for run in chosen]
-
-
-def client_or_none():
-    from skyrl_stack.engine import client
-
-    try:
-        return client()
-    except StackError:
-        return None
-

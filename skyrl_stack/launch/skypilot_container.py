@@ -20,6 +20,8 @@ pins.toml [skypilot]; read at 0.14.1 and 0.10.5, which differ only where noted):
   exports PYTHONUNBUFFERED=1, cd's to ~/sky_workdir, exports the task's envs,
   and runs under `/bin/bash -i`, as the container's default user (SkyPilot
   ssh-es in as the user `whoami` reports in the container: root for our images).
+  Running it that way (and skipping `bash -i`'s terminal warnings) is skylet.py's
+  part: it goes into the node alone, standard library only.
 """
 from __future__ import annotations
 
@@ -40,10 +42,6 @@ _CAP_NUMBERS = {"SYS_ADMIN": 21, "SYS_RESOURCE": 24}
 
 # log_lib.make_task_bash_script: SkyPilot's constants.SKY_REMOTE_WORKDIR.
 WORKDIR = "~/sky_workdir"
-# log_lib.run_bash_command_with_log: "Need this `-i` option to make sure `source ~/.bashrc` work."
-JOB_SHELL = ["/bin/bash", "-i"]
-# log_lib.run_with_log skips these two lines, which `bash -i` prints without a terminal.
-JOB_SHELL_NOISE = ("bash: cannot set terminal process group", "bash: no job control in this shell")
 
 
 def capabilities(status_path: str = "/proc/self/status") -> list[str]:

@@ -16,6 +16,9 @@ is imported or checked:
     the gc docs suggest for long-lived state (gc.freeze).
 Frozen objects are never freed by the collector; they are SkyPilot's modules,
 which live as long as the process anyway. Only the first import does this.
+
+require_sky is the same import for the commands that need SkyPilot (render's
+checks, launch, status, logs, down): a missing SkyPilot is a one-line error.
 """
 from __future__ import annotations
 
@@ -42,3 +45,15 @@ def import_sky() -> ModuleType:
             gc.enable()
     gc.freeze()
     return sky
+
+
+def require_sky(or_else: str = "") -> ModuleType:
+    """import_sky for a command that needs SkyPilot: a missing SkyPilot is one line saying how to install it
+    (or_else: another way out, e.g. "or --no-validate"). Every caller in the launch goes through here."""
+    from skyrl_stack.errors import StackError
+
+    try:
+        return import_sky()
+    except ImportError as exc:
+        hint = "pip install 'skypilot[aws]'" + (f" ({or_else})" if or_else else "")
+        raise StackError(f"SkyPilot is not installed: {exc}", hint=hint) from None

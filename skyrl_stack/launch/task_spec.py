@@ -3,7 +3,7 @@
 Standard library only: the smoke suite composes SkyRL's Hydra config with
 exactly :func:`training_overrides`, possibly inside the image, and `invoke
 render` must stay instant. Parsing here validates every user input up front so
-that a bad value fails before anything is written (see render.py).
+that a bad value fails before anything is written (see options.build_spec).
 """
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ class TaskSpec:
 
     @property
     def gpus_per_node(self) -> int:
-        return parse_gpus(self.gpus)[1] if self.gpus else 0
+        return parse_accelerator(self.gpus)[1] if self.gpus else 0
 
     @property
     def ckpt_path(self) -> str:
@@ -151,8 +151,9 @@ def parse_cloud(value: str) -> tuple[str, str | None]:
     return name, (region or None)
 
 
-def parse_gpus(value: str) -> tuple[str, int]:
-    """'L40S:4' -> ('L40S', 4); 'H100' -> ('H100', 1)."""
+def parse_accelerator(value: str) -> tuple[str, int]:
+    """--gpus as SkyPilot's accelerator request per node: 'L40S:4' -> ('L40S', 4); 'H100' -> ('H100', 1).
+    (The smoke runner's --gpus, a count the suite expects, is smoke/main.py parse_gpus.)"""
     match = _GPUS.fullmatch((value or "").strip())
     count = int(match["count"]) if match and match["count"] else 1
     if not match or count < 1:
@@ -190,7 +191,7 @@ def parse_nodes(value) -> int:
 def parse_disk_size(value) -> int:
     """--disk-size in GB: a whole number, at most the largest disk a cloud offers.
 
-    The lower bound is the plan's (render.sized_disk: image, data, checkpoints).
+    The lower bound is the plan's (options.sized_disk: image, data, checkpoints).
     """
     hint = "leave it out to get the disk the plan needs"
     try:
@@ -301,11 +302,6 @@ GSM8K_GRPO = (
     ("trainer.run_name", "gsm8k_test"),
     ("trainer.resume_mode", "null"),
 )
-
-# Overrides whose value the spec owns: --set on them goes through the spec
-# (so envs, checks and the command agree), not around it.
-SPEC_KEYS = {"generator.backend": "backend", "trainer.logger": "logger"}
-
 
 def apply_spec_sets(spec: TaskSpec) -> TaskSpec:
     """Fold --set generator.backend / trainer.logger into the spec, refusing a backend mismatch."""

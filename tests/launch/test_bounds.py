@@ -14,9 +14,9 @@ import sys
 import pytest
 
 from skyrl_stack.errors import StackError
-from skyrl_stack.launch import local_cluster
+from skyrl_stack.launch import local_cluster, local_runs
 from skyrl_stack.launch.accelerators import catalog_path, check_accelerator
-from skyrl_stack.launch.render import build_spec
+from skyrl_stack.launch.options import build_spec
 from tests.conftest import REPO_ROOT
 from tests.launch.test_render import fake_record
 
@@ -133,9 +133,9 @@ def test_a_local_launch_refuses_more_nodes_than_the_engine_can_host(docker_engin
     docker = client()
     capacity = local_cluster.max_local_nodes(docker)
     assert capacity == max(1, int(docker.info()["MemTotal"]) // local_cluster.NODE_MEMORY_BYTES)
-    before = docker.containers.list(all=True, filters={"label": local_cluster.LABEL})
+    before = docker.containers.list(all=True, filters={"label": local_runs.LABEL})
     job = local_cluster.LocalRun(image="skyrl-stack/not-needed:none", nodes=capacity + 1, gpus_per_node=0, run="true")
     with pytest.raises(StackError, match=rf"--nodes {capacity + 1} is more than this Docker engine can host"):
         local_cluster.run(job)
-    assert docker.containers.list(all=True, filters={"label": local_cluster.LABEL}) == before
+    assert docker.containers.list(all=True, filters={"label": local_runs.LABEL}) == before
 

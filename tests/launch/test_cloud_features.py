@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from skyrl_stack.errors import StackError
-from skyrl_stack.launch.render import build_spec, render
+from skyrl_stack.launch.options import build_spec
+from skyrl_stack.launch.render import render
 from tests.launch.test_render import no_skypilot_api_server, records, skypilot_task  # noqa: F401
 
 

@@ -1,7 +1,7 @@
 """`invoke launch/status/logs/down` through SkyPilot's SDK.
 
 No SkyPilot API server or cloud can be reached here, so these tests replace
-one function, launcher._request (where every request would go to the API
+one function, skypilot_api._request (where every request would go to the API
 server), and assert on what our code computed: the real sky.Task built from
 the rendered YAML, the table printed from SkyPilot's own StatusResponse
 objects, the exit code passed on, the one-line errors made from SkyPilot's
@@ -14,15 +14,15 @@ import re
 import pytest
 
 from skyrl_stack.errors import StackError
-from skyrl_stack.launch import sdk as launcher
-from skyrl_stack.launch.render import build_spec
+from skyrl_stack.launch import clusters, launcher, options, preflight, skypilot_api
+from skyrl_stack.launch.options import build_spec
 from skyrl_stack.smoke.gate import record_run
 from tests.launch.test_render import FAKE_DIGEST, FAKE_REPO, _invoke, fake_record, no_skypilot_api_server  # noqa: F401
 
 
 @pytest.fixture
 def sdk(monkeypatch, tmp_path):
-    """Replace launcher._request, the one seam to SkyPilot's API server.
+    """Replace skypilot_api._request, the one seam to SkyPilot's API server.
 
     `sdk.answers[name]` is what the server would answer (an exception is raised
     as SkyPilot's SDK raises it); `sdk.calls[name]` records (args, kwargs)."""
@@ -39,7 +39,7 @@ def sdk(monkeypatch, tmp_path):
         return answer
 
     Server.calls, Server.answers = {}, dict(Server.answers)
-    monkeypatch.setattr(launcher, "_request", fake_request)
+    monkeypatch.setattr(skypilot_api, "_request", fake_request)
 
     def fake_plan_check(image, overrides):
         # The SkyRL images cannot be built here (no GPU stack to pull): the in-image check is replaced at its
@@ -47,7 +47,7 @@ def sdk(monkeypatch, tmp_path):
         Server.calls["plan_check"] = (image, overrides, "launch" in Server.calls)
         return "accepted"
 
-    monkeypatch.setattr(launcher, "check_plan_in_image", fake_plan_check)
+    monkeypatch.setattr(preflight, "check_plan_in_image", fake_plan_check)
     monkeypatch.chdir(tmp_path)  # rendered files land in tmp_path/skypilot
     return Server
 
@@ -140,7 +140,7 @@ def test_missing_cloud_credentials_give_the_sky_check_hint(state_dir, sdk, monke
 
 
 def test_down_calls_sky_down(sdk, capsys):
-    launcher.down("skyrl-vllm")
+    clusters.down("skyrl-vllm")
     assert sdk.calls["down"] == (("skyrl-vllm",), {})
     assert "skyrl-vllm is down" in capsys.readouterr().err
 
@@ -176,10 +176,10 @@ def test_env_values_stay_out_of_the_rendered_file(state_dir, sdk, monkeypatch):
     argv = ["launch", "--variant", "vllm", "--env", "HF_TOKEN=hf_secret_value_123", "--env=OTHER=other-secret-456",
             "--set", "trainer.epochs=1"]
     monkeypatch.setattr("sys.argv", ["invoke", *argv])
-    command = launcher.command_line()
+    command = options.command_line()
     assert command == ("invoke launch --variant vllm --env 'HF_TOKEN=<redacted>' '--env=OTHER=<redacted>' "
                        "--set trainer.epochs=1")
-    env = launcher.parse_env(["HF_TOKEN=hf_secret_value_123", "OTHER=other-secret-456"])
+    env = options.parse_env(["HF_TOKEN=hf_secret_value_123", "OTHER=other-secret-456"])
     launcher.launch(build_spec("vllm", cloud="aws", sets=["trainer.epochs=1"]), detach=True, env_overrides=env,
                     command=command)
     text = (state_dir.parent / "skypilot" / "vllm-aws-1n.yaml").read_text()
@@ -288,7 +288,7 @@ def test_ctrl_d_at_the_question_is_a_no(state_dir, sdk, monkeypatch):
 @pytest.mark.parametrize("name", ["LOGGER", "INFERENCE_BACKEND"])
 def test_env_may_not_change_the_checked_training_command(name):
     with pytest.raises(StackError, match=f"^--env {name} would change .* after the plan was checked$") as err:
-        launcher.parse_env([f"{name}=console"])
+        options.parse_env([f"{name}=console"])
     assert "--set" in err.value.hint
 
 
@@ -306,7 +306,7 @@ def _status_response(name, status, resources):
 def test_status_prints_each_cluster_from_skypilots_answer(sdk, capsys):
     sdk.answers["status"] = [_status_response("skyrl-vllm", "UP", "2x AWS(p5.48xlarge, {'H100': 8})"),
                              _status_response("skyrl-sglang", "STOPPED", "1x GCP(a3-highgpu-8g)")]
-    rows = launcher.status()
+    rows = clusters.status()
     assert sdk.calls["status"] == ((), {"cluster_names": None})
     assert rows == [{"name": "skyrl-vllm", "status": "UP", "resources": "2x AWS(p5.48xlarge, {'H100': 8})"},
                     {"name": "skyrl-sglang", "status": "STOPPED", "resources": "1x GCP(a3-highgpu-8g)"}]
@@ -316,7 +316,7 @@ def test_status_prints_each_cluster_from_skypilots_answer(sdk, capsys):
 
 
 def test_status_of_one_missing_cluster_says_so(sdk, capsys):
-    assert launcher.status("nope") == []
+    assert clusters.status("nope") == []
     assert sdk.calls["status"] == ((), {"cluster_names": ["nope"]})
     assert capsys.readouterr().out.strip() == "no clusters named nope"
 
@@ -324,10 +324,10 @@ def test_status_of_one_missing_cluster_says_so(sdk, capsys):
 def test_logs_passes_the_job_exit_code_on(sdk):
     """`invoke logs` exits with the job's code: SkyPilot's tail_logs returns it."""
     sdk.answers["tail_logs"] = 3
-    assert launcher.logs("c1", job_id="4", follow=False) == 3
+    assert clusters.logs("c1", job_id="4", follow=False) == 3
     assert sdk.calls["tail_logs"] == (("c1", 4, False), {})
     sdk.answers["tail_logs"] = None  # SkyPilot returns None for a job without an exit code yet
-    assert launcher.logs("c1") == 0 and sdk.calls["tail_logs"] == (("c1", None, True), {})
+    assert clusters.logs("c1") == 0 and sdk.calls["tail_logs"] == (("c1", None, True), {})
 
 
 # SkyPilot's exceptions as sky/optimizer.py and sky/server/common.py raise them (0.14.1; messages
@@ -393,7 +393,7 @@ def test_a_plan_the_image_refuses_stops_the_launch(state_dir, sdk, monkeypatch, 
     def refuses(image, overrides):
         raise StackError("launch refused: the training plan was not validated", hint="fix it")
 
-    monkeypatch.setattr(launcher, "check_plan_in_image", refuses)
+    monkeypatch.setattr(preflight, "check_plan_in_image", refuses)
     spec = build_spec("vllm", cloud="aws")
     with pytest.raises(StackError, match="^launch refused: the training plan was not validated"):
         launcher.launch(spec, detach=True)
@@ -425,7 +425,7 @@ def test_plan_check_runs_in_a_container_of_the_image(rehearsal_image, monkeypatc
     overrides = training_overrides(TaskSpec(variant="vllm", image=rehearsal_image.ref, backend="vllm", nodes=2))
     with pytest.raises(StackError, match=r"^launch refused: the training plan was not validated in .*"
                                          r"\(skyrl.validate skipped: not in this variant\)"):
-        launcher.check_plan_in_image(rehearsal_image.ref, overrides)
+        preflight.check_plan_in_image(rehearsal_image.ref, overrides)
     assert load_runs(rehearsal_image.digest) == before  # a plan check never moves the gate
     written = (rehearsal_image.state_dir / "plan-check" / "overrides.json").read_text()
     assert "trainer.micro_train_batch_size_per_gpu=40" in written  # this task's plan (2 x L40S:4) went in

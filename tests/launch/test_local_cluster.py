@@ -22,8 +22,10 @@ import yaml
 from pytest_docker.plugin import get_docker_services
 
 from skyrl_stack.image.pins import load_pins
-from skyrl_stack.launch import local_cluster, skypilot_container
-from skyrl_stack.launch.render import build_spec, for_local, task_config
+from skyrl_stack.launch import local_cluster, local_runs, skypilot_container
+from skyrl_stack.launch.launcher import for_local
+from skyrl_stack.launch.options import build_spec
+from skyrl_stack.launch.task_yaml import task_config
 
 from tests.support.paths import REPO_ROOT, TESTS
 COMPOSE_FILE = TESTS / "compose" / "local-cluster.yml"
@@ -252,12 +254,15 @@ def test_invoke_launch_local_end_to_end(rehearsal_image, tmp_path, nodes):
     assert f"(node0) skyrl-ray-up: all {nodes} nodes joined the Ray cluster at" in "\n".join(lines)
     assert f"(node0) rehearsal job: OK on {nodes} nodes" in lines
     assert [f"(node{rank}) [local cluster] exited with code 0" in lines for rank in range(nodes)] == [True] * nodes
-    rendered = yaml.safe_load((rehearsal_image.state_dir.parent / "skypilot" / f"rehearsal-local-{nodes}n.yaml").read_text())
+    # Rendered under the workspace (skyrl_stack/project.py), not the directory invoke ran in.
+    workspace = rehearsal_image.state_dir.parent
+    assert not (tmp_path / "skypilot").exists()
+    rendered = yaml.safe_load((workspace / "skypilot" / f"rehearsal-local-{nodes}n.yaml").read_text())
     assert rendered["resources"]["image_id"] == f"docker:{rehearsal_image.ref}"
     # its containers and network are gone (other runs on the engine are not this test's business)
     from skyrl_stack.engine import client
 
-    assert not [run.name for run in local_cluster.local_clusters(client()) if run.name.startswith(f"{name}-")]
+    assert not [run.name for run in local_runs.local_clusters(client()) if run.name.startswith(f"{name}-")]
 
 
 @pytest.mark.container
@@ -316,8 +321,8 @@ def _objects(name: str) -> tuple[list, list]:
     from skyrl_stack.engine import client
 
     docker = client()
-    return (docker.containers.list(all=True, filters={"label": f"{local_cluster.LABEL}={name}"}),
-            docker.networks.list(filters={"label": f"{local_cluster.LABEL}={name}"}))
+    return (docker.containers.list(all=True, filters={"label": f"{local_runs.LABEL}={name}"}),
+            docker.networks.list(filters={"label": f"{local_runs.LABEL}={name}"}))
 
 
 @pytest.mark.reliability("fault", "local run whose launcher was SIGKILLed, beside a live local run",
@@ -337,7 +342,7 @@ def test_down_leaves_a_live_run_alone_and_removes_a_stale_one_only_when_asked(re
         listed = _invoke_down("--cluster", "local")
         assert listed.returncode == 0, listed.stdout + listed.stderr
         rows = {line.split()[0]: line.split()[1] for line in listed.stdout.splitlines() if line.strip()}
-        assert rows[live_name] == local_cluster.RUNNING and rows[stale_name] == local_cluster.STALE
+        assert rows[live_name] == local_runs.RUNNING and rows[stale_name] == local_runs.STALE
         assert "nothing removed" in listed.stderr
         assert _objects(stale_name)[0] and len(_objects(live_name)[0]) == 2
 
@@ -369,7 +374,7 @@ def test_down_leaves_a_live_run_alone_and_removes_a_stale_one_only_when_asked(re
                 proc.kill()
                 proc.wait()
         for name in (live_name, stale_name):
-            local_cluster.down(name=name)
+            local_runs.down(name=name)
 
 
 @pytest.mark.container
@@ -387,12 +392,12 @@ def test_down_by_name_removes_that_local_run(rehearsal_image):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        local_cluster.down(name=name)
+        local_runs.down(name=name)
 
 
 def test_stale_applies_to_local_only():
     from skyrl_stack.errors import StackError
-    from skyrl_stack.launch.sdk import down
+    from skyrl_stack.launch.clusters import down
 
     with pytest.raises(StackError, match="--stale applies to --cluster local, not skyrl-x"):
         down("skyrl-x", stale=True)
@@ -400,14 +405,14 @@ def test_stale_applies_to_local_only():
 
 def test_launcher_state_from_labels():
     """Alive launcher: running; a dead pid or a reused pid (other start time): stale; another host: unknown."""
-    alive = local_cluster.owner_labels("c")
-    assert local_cluster.launcher_state(alive) == local_cluster.RUNNING
+    alive = local_runs.owner_labels("c")
+    assert local_runs.launcher_state(alive) == local_runs.RUNNING
     dead = subprocess.Popen(["true"])
     dead.wait()
-    assert local_cluster.launcher_state({**alive, local_cluster.LAUNCHER_PID_LABEL: str(dead.pid)}) == local_cluster.STALE
-    assert local_cluster.launcher_state({**alive, local_cluster.LAUNCHER_START_LABEL: "1"}) == local_cluster.STALE
-    assert local_cluster.launcher_state({**alive, local_cluster.LAUNCHER_HOST_LABEL: "elsewhere"}) == local_cluster.UNKNOWN
-    assert local_cluster.launcher_state({local_cluster.LABEL: "c"}) == local_cluster.UNKNOWN
+    assert local_runs.launcher_state({**alive, local_runs.LAUNCHER_PID_LABEL: str(dead.pid)}) == local_runs.STALE
+    assert local_runs.launcher_state({**alive, local_runs.LAUNCHER_START_LABEL: "1"}) == local_runs.STALE
+    assert local_runs.launcher_state({**alive, local_runs.LAUNCHER_HOST_LABEL: "elsewhere"}) == local_runs.UNKNOWN
+    assert local_runs.launcher_state({local_runs.LABEL: "c"}) == local_runs.UNKNOWN
 
 
 def test_remove_tolerates_a_removal_in_progress_and_names_other_engine_errors():
@@ -417,7 +422,7 @@ def test_remove_tolerates_a_removal_in_progress_and_names_other_engine_errors():
     from docker.errors import APIError
 
     from skyrl_stack.errors import StackError
-    from skyrl_stack.launch.local_cluster import LocalCluster, remove
+    from skyrl_stack.launch.local_runs import LocalCluster, remove
 
     class Answer:
         def __init__(self, status):

@@ -20,7 +20,8 @@ from skyrl_stack.errors import StackError
 from skyrl_stack.image.pins import load_pins
 from skyrl_stack.image.records import BuildRecord, write_json_atomic
 from skyrl_stack.infra import aws_stack
-from skyrl_stack.launch.render import build_spec, render
+from skyrl_stack.launch.options import build_spec
+from skyrl_stack.launch.render import render
 from skyrl_stack.launch.task_spec import GSM8K_GRPO, training_overrides
 
 from tests.support.paths import REPO_ROOT
@@ -239,7 +240,7 @@ def test_invoke_render_writes_under_skypilot(state_dir, tmp_path):
 
 @pytest.mark.parametrize("variant", ["vllm", "sglang"])
 def test_checked_in_examples_are_current_and_valid(variant):
-    from skyrl_stack.launch.render import render_example
+    from skyrl_stack.launch.examples import render_example
 
     path = REPO_ROOT / "skypilot" / "examples" / f"{variant}.yaml"
     assert path.read_text() == render_example(variant), "regenerate: python -m skyrl_stack.launch.render --examples"

@@ -52,3 +52,22 @@ def test_sky_is_imported_without_collections_and_frozen_once(before, enabled_aft
     assert seen["enabled_after"] is enabled_after  # and is left as the caller had it
     assert seen["frozen"] > 100_000  # SkyPilot's objects are out of every later collection's (and exit's) way
     assert seen["frozen_again"] == seen["frozen"]  # a second call changes nothing
+
+
+@pytest.mark.parametrize("command", ["render", "status"])
+def test_a_missing_skypilot_is_one_line_saying_how_to_install_it(command, state_dir, monkeypatch):
+    """Every command that needs SkyPilot goes through require_sky. SkyPilot is hidden by the import
+    system's own rule (None in sys.modules makes `import sky` raise ImportError), not by a fake module."""
+    from skyrl_stack.errors import StackError
+    from skyrl_stack.launch import clusters, render
+    from skyrl_stack.launch.task_spec import TaskSpec
+    from tests.launch.test_render import FAKE_DIGEST, FAKE_REPO
+
+    monkeypatch.setitem(sys.modules, "sky", None)
+    spec = TaskSpec(variant="rehearsal", image=f"{FAKE_REPO}@{FAKE_DIGEST}", backend=None, gpus=None, disk_size=20)
+    run = {"render": lambda: render.render(spec), "status": clusters.status}[command]
+    with pytest.raises(StackError, match=r"^SkyPilot is not installed: import of sky halted") as err:
+        run()
+    assert err.value.hint == {"render": "pip install 'skypilot[aws]' (or --no-validate)",
+                              "status": "pip install 'skypilot[aws]'"}[command]
+    assert not (state_dir.parent / "skypilot").exists()  # nothing written

@@ -21,8 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from skyrl_stack.errors import StackError
-from skyrl_stack.launch.render import build_spec, header
+from skyrl_stack.launch.options import build_spec
 from skyrl_stack.launch.task_spec import training_overrides, training_values
+from skyrl_stack.launch.task_yaml import header
 from skyrl_stack.launch.training_plan import (
     MIN_MICRO_BATCH,
     SEED_MICRO_BATCH,

@@ -17,8 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from skyrl_stack.errors import StackError
-from skyrl_stack.launch.render import build_spec, header, task_config, to_yaml
-from skyrl_stack.launch.task_spec import BUCKET_MOUNT, SPEC_KEYS, _KEY, training_overrides
+from skyrl_stack.launch.options import build_spec
+from skyrl_stack.launch.run_script import ENV_BOUND
+from skyrl_stack.launch.task_spec import BUCKET_MOUNT, _KEY, training_overrides
+from skyrl_stack.launch.task_yaml import header, task_config, to_yaml
 from tests.launch.test_render import fake_record
 
 # Fixed seed and budget: the same examples on every run (CI included); no wall-clock deadline.
@@ -33,7 +35,8 @@ VALUE = st.lists(st.one_of(PRINTABLE, st.sampled_from(SPECIAL)), max_size=12).ma
 # Line breaks YAML knows (\n \r \x85 \u2028 \u2029), other C0/C1 controls, format characters.
 CONTROL = st.sampled_from(["\n", "\r", "\r\n", "\x85", "\u2028", "\u2029", "\t", "\x00", "\x1b", "\x7f", "\v", "\f",
                            "\u200b", "\ufeff"])
-KEY = st.from_regex(_KEY, fullmatch=True).filter(lambda key: key.strip() not in SPEC_KEYS and key == key.strip())
+# Not the overrides the spec owns (ENV_BOUND: backend and logger), whose --set values are checked, not passed on.
+KEY = st.from_regex(_KEY, fullmatch=True).filter(lambda key: key.strip() not in ENV_BOUND and key == key.strip())
 # Top-level keys the task may have; anything else would be an injection.
 TASK_KEYS = {"name", "resources", "num_nodes", "envs", "secrets", "file_mounts", "config", "run"}
 

@@ -1,0 +1,136 @@
+"""`invoke launch`: the rendered task on a cloud through SkyPilot's SDK, or on local containers.
+
+A cloud launch: refuse an image the cloud cannot reach, pass the preflight
+(preflight.py: terminal, secrets, smoke gate, SkyRL's check of the plan),
+render, show SkyPilot's plan and ask (unless --yes), then sky.launch and
+follow the job's logs (unless detached). `--cloud local` runs the same
+rendered task in local containers (local_cluster.py), in the foreground.
+SkyPilot is imported only inside the functions.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from skyrl_stack.errors import StackError
+from skyrl_stack.launch.clusters import default_cluster, logs
+from skyrl_stack.launch.options import parse_autostop
+from skyrl_stack.launch.preflight import preflight
+from skyrl_stack.launch.registry_access import refuse_unreachable
+from skyrl_stack.launch.render import render
+from skyrl_stack.launch.skypilot_api import api, sky_sdk
+from skyrl_stack.launch.task_spec import LOCAL, TaskSpec, refuse_control_characters
+from skyrl_stack.launch.task_yaml import task_config
+from skyrl_stack.reporter import step
+
+
+def launch(
+    spec: TaskSpec,
+    *,
+    cluster: str | None = None,
+    dry_run: bool = False,
+    detach: bool = False,
+    autostop: int | str | None = None,
+    down: bool = False,
+    skip_smoke_gate: bool = False,
+    env_overrides: dict | None = None,
+    command: str = "invoke launch",
+    confirm: bool = False,
+) -> int:
+    """Launch the task; returns the job's exit code (0 when detached or a dry run).
+
+    confirm: show SkyPilot's plan (instance type, hourly price) and ask before
+    launching, as `sky launch` does (`invoke launch` without --yes).
+    """
+    refuse_control_characters("--cluster", cluster)
+    autostop = parse_autostop(autostop)
+    if spec.cloud == LOCAL:
+        _refuse_for_local({"--dry-run": dry_run, "--detach": detach, "--down": down,
+                           "--autostop": autostop is not None})
+        return launch_local(spec, cluster=cluster, env_overrides=env_overrides, command=command)
+    refuse_unreachable(spec.image)
+    # What can be refused without work comes first: the gate and the plan check may pull a large image.
+    confirm = confirm and not dry_run
+    secrets = preflight(spec, dry_run=dry_run, confirm=confirm, skip_smoke_gate=skip_smoke_gate)
+    path, _ = render(spec, command=command)
+    step(f"rendered {path}")
+    task = _sky_task(path, env_overrides, secrets)
+    cluster = cluster or default_cluster(spec.variant)
+    step(f"sky.launch {cluster} on {spec.infra or 'any cloud'} ({spec.nodes} node(s), {spec.gpus or 'no GPUs'})")
+    if confirm:
+        _confirm_plan(task, cluster, spec.cloud)
+    job_id, _handle = api("launch", task, cluster_name=cluster, dryrun=dry_run, idle_minutes_to_autostop=autostop,
+                          down=down, cloud=spec.cloud)
+    if dry_run:
+        step(f"dry run: nothing was launched (SkyPilot's COST column is $ per hour for all {task.num_nodes} node(s))")
+        return 0
+    if detach or job_id is None:
+        step(f"job {job_id} submitted on {cluster}; follow it with: invoke logs --cluster {cluster}")
+        return 0
+    return logs(cluster, job_id=job_id, follow=True)
+
+
+def _refuse_for_local(options: dict[str, bool]) -> None:
+    """The local cluster runs in the foreground and is always removed at the end, so these
+    options have nothing to act on; refusing beats silently starting containers on --dry-run."""
+    given = [flag for flag, on in options.items() if on]
+    if given:
+        raise StackError(
+            f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to --cloud local",
+            hint="the local cluster runs in the foreground and is removed when the job ends; "
+                 "`invoke render --cloud local` writes the task without starting containers",
+        )
+
+
+def _sky_task(path, env_overrides: dict | None, secrets: dict):
+    """SkyPilot's Task from the file just rendered, with the --env overrides and the secrets' values."""
+    import yaml
+
+    sky = sky_sdk()
+    try:
+        return sky.Task.from_yaml_config(
+            yaml.safe_load(path.read_text()),
+            env_overrides=list((env_overrides or {}).items()) or None,
+            secrets_overrides=list(secrets.items()) or None,
+        )
+    except ValueError as exc:
+        raise StackError(f"SkyPilot rejects the task: {' '.join(str(exc).split())}", hint="re-render it: invoke render") from None
+
+
+def _confirm_plan(task, cluster: str, cloud: str | None) -> None:
+    """SkyPilot's optimizer plan, then a question, as `sky launch` asks it (sky/client/sdk.py _launch).
+
+    The plan is SkyPilot's own table (instance type, region, COST per hour for
+    all nodes), streamed from its optimizer; the 0.14 API server does not return
+    the chosen resources (sky/server/server.py optimize: ignore_return_value),
+    so the table is what the user reads before answering.
+    """
+    from sky.utils import dag_utils
+
+    api("optimize", dag_utils.convert_entrypoint_to_dag(task), cloud=cloud)
+    try:
+        answer = input(f"Launch {cluster} with this plan (COST is $ per hour for all {task.num_nodes} node(s))? [y/N] ")
+    except EOFError:  # Ctrl-D: no answer is a no
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        raise StackError(f"launch of {cluster} not confirmed: nothing was launched",
+                         hint="invoke launch --dry-run shows the plan without asking")
+
+
+def for_local(spec: TaskSpec) -> TaskSpec:
+    """The spec `--cloud local` runs: same task, no cloud placement."""
+    return replace(spec, cloud=LOCAL, region=None, network_tier_best=False)
+
+
+def launch_local(spec: TaskSpec, *, cluster: str | None, env_overrides: dict | None, command: str) -> int:
+    from skyrl_stack.image.pins import load_pins
+    from skyrl_stack.launch import local_cluster
+
+    spec = for_local(spec)
+    path, _ = render(spec, command=command)
+    step(f"rendered {path}")
+    job = local_cluster.from_task(
+        task_config(spec), nodes=spec.nodes, gpus_per_node=spec.gpus_per_node,
+        image=spec.image, name=cluster or f"skyrl-local-{spec.variant}", env_overrides=env_overrides,
+        gpu_devices=load_pins().variant(spec.variant).gpu and spec.gpus_per_node > 0,
+    )
+    return local_cluster.run(job)

@@ -1,0 +1,210 @@
+"""The options of `invoke render / launch / logs`, checked before anything is written or started.
+
+- build_spec: every render/launch option (and the build record) -> one TaskSpec,
+  in steps: the plain values (task_spec's parsers), the image and the registry
+  login (registry_access), then the disk, sized for the plan (disk_need).
+- The launch's own options: --env (parse_env), --autostop, --job-id, and the
+  command line as the rendered file's header shows it (--env values redacted).
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from dataclasses import replace
+
+from skyrl_stack.errors import StackError
+from skyrl_stack.image.pins import load_pins
+from skyrl_stack.launch.registry_access import node_login, task_image
+from skyrl_stack.launch.run_script import ENV_BOUND
+from skyrl_stack.launch.task_spec import (
+    REGISTRIES,
+    TaskSpec,
+    apply_spec_sets,
+    checkpoints_on_disk,
+    parse_accelerator,
+    parse_cloud,
+    parse_disk_size,
+    parse_memory,
+    parse_nodes,
+    parse_sets,
+    parse_whole_number,
+    refuse_control_characters,
+    training_values,
+)
+from skyrl_stack.launch.training_plan import DATA_GB, DiskNeed
+
+# `network_tier: best` is never requested by default: the images carry no
+# fabric userspace (no EFA libfabric / aws-ofi-nccl for AWS, no verbs library
+# for InfiniBand, no GPUDirect-TCPX-matched NCCL for GCP), so NCCL would fall
+# back to TCP on a fabric that was paid for. `--network-tier best` opts in
+# (an image that has it); SkyPilot's feature check then decides (cloud_features).
+NETWORK_TIERS = ("best",)
+# The pinned prod image is tens of GB unpacked; smaller disks fail at pull (skypilot#1506).
+# The image's share of a node's disk (training_plan.DiskNeed adds data and checkpoints).
+MIN_DISK_GB = {True: 100, False: 20}
+# What the rendered file's header shows instead of an --env value.
+REDACTED = "<redacted>"
+
+
+def build_spec(
+    variant: str,
+    cloud: str = "aws",
+    gpus: str | None = None,
+    nodes=1,
+    memory: str | None = None,
+    disk_size=None,
+    bucket: str | None = None,
+    sets=(),
+    image: str | None = None,
+    allow_tag: bool = False,
+    registry_login: str | None = None,
+    pull_secret: str | None = None,
+    logger: str | None = None,
+    default_gpus: str = "L40S:4",
+    registry: str | None = "generic",
+    network_tier: str | None = None,
+) -> TaskSpec:
+    """Validate every option and the build record; returns the spec (no side effects).
+
+    registry="ecr": the image is the build's push to the registry stack's ECR
+    repository (`invoke infra.up`), refused when it was not pushed there.
+    """
+    options = {"--variant": variant, "--cloud": cloud, "--gpus": gpus, "--nodes": nodes, "--memory": memory,
+               "--disk-size": disk_size, "--bucket": bucket, "--image": image, "--registry-login": registry_login,
+               "--pull-secret": pull_secret, "--logger": logger, "--registry": registry}
+    for option, value in [*options.items(), *(("--set", item) for item in sets or ())]:
+        refuse_control_characters(option, value)
+    var = load_pins().variant(variant)
+    cloud_name, region = parse_cloud(cloud)
+    registry = registry or "generic"
+    if registry not in REGISTRIES:
+        raise StackError(f"unknown --registry {registry!r}", hint=f"use one of: {', '.join(REGISTRIES)}")
+    nodes = parse_nodes(nodes)
+    if gpus is None:
+        gpus = default_gpus if var.gpu else None
+    if gpus:
+        parse_accelerator(gpus)
+    sets = parse_sets(sets)
+    network_tier_best = parse_network_tier(network_tier)
+    if not var.has_skyrl and sets:
+        raise StackError(f"--set is for the training command; variant {variant!r} has none", hint="use --variant vllm or sglang")
+    image = task_image(variant, image, registry, allow_tag)
+    memory = parse_memory(memory)
+    bucket = parse_bucket(bucket)
+    login = node_login(cloud_name, image, registry_login, pull_secret)
+    spec = TaskSpec(
+        variant=variant,
+        image=image,
+        backend=var.skyrl_extra,  # SkyRL names its extra after generator.backend (pins.py Variant)
+        cloud=cloud_name,
+        region=region,
+        gpus=gpus,
+        nodes=nodes,
+        memory=memory or ("64+" if var.gpu else None),
+        bucket=bucket,
+        logger=logger or ("wandb" if var.has_skyrl else "console"),
+        network_tier_best=network_tier_best,
+        registry_login=login,
+        sets=sets,
+        pull_secret=pull_secret or None,
+    )
+    spec = apply_spec_sets(spec) if var.has_skyrl else spec
+    # Sized (and the training plan checked, refusing a shape SkyRL cannot run) before anything is written.
+    return replace(spec, disk_size=sized_disk(spec, var, disk_size))
+
+
+def parse_network_tier(value: str | None) -> bool:
+    """--network-tier: True for `best`; left out, the cloud's default tier."""
+    if value not in (None, "", *NETWORK_TIERS):
+        raise StackError(f"bad --network-tier {value!r}",
+                         hint="use --network-tier best (only with an image that carries the cloud's fabric userspace), or leave it out")
+    return value == "best"
+
+
+def parse_bucket(value: str | None) -> str | None:
+    """--bucket: a bucket URL SkyPilot can mount (s3://, gs://, r2://, cos://, oci://, https://)."""
+    if value and not re.match(r"^(s3|gs|r2|cos|oci|https)://[^/\s]+", value):
+        raise StackError(f"bad --bucket {value!r}", hint="use s3://BUCKET[/path] or gs://BUCKET[/path]")
+    return value or None
+
+
+def disk_need(spec: TaskSpec, gpu_image: bool) -> DiskNeed:
+    """What one node's disk must hold: the image, and for training the model, data and checkpoints."""
+    if spec.backend is None:
+        return DiskNeed(image_gb=MIN_DISK_GB[gpu_image], data_gb=0, checkpoints=0)
+    return DiskNeed(image_gb=MIN_DISK_GB[gpu_image], data_gb=DATA_GB, checkpoints=checkpoints_on_disk(training_values(spec)))
+
+
+def sized_disk(spec: TaskSpec, var, disk_size) -> int:
+    """--disk-size if it holds the plan (one-line error if not); by default exactly what the plan needs."""
+    need = disk_need(spec, var.gpu)
+    if disk_size in (None, ""):
+        return need.gb
+    disk = parse_disk_size(disk_size)
+    if disk < need.gb:
+        raise StackError(
+            f"bad --disk-size {disk_size!r}: the {spec.variant} plan needs at least {need.gb} GB per node ({need.breakdown()})",
+            hint="leave it out to get exactly that" + (", or keep fewer checkpoints: --set trainer.max_ckpts_to_keep=1"
+                                                      if need.checkpoints else ""),
+        )
+    return disk
+
+
+def parse_env(values) -> dict:
+    """['KEY=VALUE', ...] -> {KEY: VALUE} for --env."""
+    result = {}
+    for item in values or ():
+        refuse_control_characters("--env", item)
+        key, sep, value = item.partition("=")
+        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise StackError(f"bad --env {item!r}", hint="use KEY=VALUE, e.g. --env SKYRL_RAY_JOIN_TIMEOUT=60")
+        if key in ENV_BOUND.values():
+            # These feed the training command, whose plan is checked before launch; an --env would change it unchecked.
+            option = next(k for k, v in ENV_BOUND.items() if v == key)
+            raise StackError(f"--env {key} would change {option} after the plan was checked",
+                             hint=f"use --set {option}=VALUE (or --logger for trainer.logger)")
+        result[key] = value
+    return result
+
+
+def parse_autostop(value) -> int | None:
+    """--autostop: whole minutes, 0 or more (None: no autostop)."""
+    return _optional_whole_number(value, "--autostop", 0,
+                                  "minutes of idleness before stopping, a whole number, 0 or more")
+
+
+def parse_job_id(value) -> int | None:
+    """--job-id: a SkyPilot job id, 1 or more (None: the latest job)."""
+    return _optional_whole_number(value, "--job-id", 1,
+                                  "a job id is a whole number from `sky queue CLUSTER`; leave it out for the latest job")
+
+
+def _optional_whole_number(value, option: str, minimum: int, hint: str) -> int | None:
+    if value is None or value == "":
+        return None
+    return parse_whole_number(value, option, minimum, hint)
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """How this run was invoked, for the rendered file's header, with --env values redacted.
+
+    --env values are often tokens (HF_TOKEN=...) and never belong in the file:
+    SkyPilot gets them at launch, not from the YAML. --set values are kept:
+    they are Hydra settings that the file's `run:` holds anyway, so hiding
+    them here would protect nothing (secrets go through --env or the
+    secrets' environment variables, never --set).
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    shown = []
+    after_env = False
+    for arg in args:
+        if after_env:
+            key, sep, _ = arg.partition("=")
+            arg = f"{key}={REDACTED}" if sep else arg
+        elif arg.startswith("--env="):
+            key, sep, _ = arg.removeprefix("--env=").partition("=")
+            arg = f"--env={key}={REDACTED}" if sep else arg
+        after_env = arg == "--env"
+        shown.append(arg)
+    return shlex.join(["invoke", *shown])
