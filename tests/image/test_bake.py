@@ -162,7 +162,7 @@ def test_the_rehearsal_keeps_the_built_in_frontend(tmp_path, docker_engine):
     path = tmp_path / "bake.json"
     path.write_text(json.dumps(definition("rehearsal", export=True)))
     result = subprocess.run(["docker", "buildx", "bake", "--file", str(path), "--print", "rehearsal"],
-                            cwd=bake.REPO_ROOT, capture_output=True, text=True)
+                            cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)["target"]["rehearsal"]
     assert "BUILDKIT_SYNTAX" not in printed["args"]
