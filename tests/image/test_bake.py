@@ -167,7 +167,7 @@ def test_the_rehearsal_keeps_the_built_in_frontend(tmp_path, docker_engine):
     printed = json.loads(result.stdout)["target"]["rehearsal"]
     assert "BUILDKIT_SYNTAX" not in printed["args"]
     assert not any(key.endswith("dockerfile.frontend") for key in printed["labels"])
-    dockerfile = (bake.REPO_ROOT / bake.DOCKERFILE).read_text()
+    dockerfile = (REPO_ROOT / bake.DOCKERFILE).read_text()
     assert not re.search(r"^#\s*syntax\s*=", dockerfile, re.MULTILINE | re.IGNORECASE)
 
 
