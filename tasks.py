@@ -313,4 +313,4 @@ infra.add_task(infra_outputs, name="outputs")
 infra.add_task(infra_down, name="down")
 infra.add_task(infra_skypilot_config, name="skypilot-config")
 
-ns = Collection(build, push, promote, smoke, lint, test, bench, infra, render, launch, status, logs, down)
+ns = Collection(build, push, promote, lock_rehearsal, smoke, lint, test, bench, infra, render, launch, status, logs, down)
