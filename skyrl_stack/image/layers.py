@@ -34,9 +34,9 @@ build constraints); the vllm extra's entry is the prebuilt
 flashinfer_python-0.2.6.post1+cu128torch2.7 wheel from PyTorch's cu128 index,
 the one SkyRL's pyproject.toml [tool.uv.sources] names for sglang too.
 
-The build runs this file as a lone script with the base image's python3
-(Ubuntu 22.04: 3.10), so the build side is standard library only, like
-lock_check.py. ``expected_gpu_layers`` (host side) estimates the GPU images'
+The build runs this file as a lone script with whichever python3 comes first
+(the base image's 3.10 in the lock check), so the build side is standard library
+only and Python 3.10, like lock_check.py (tests/image/test_pins.py runs vermin). ``expected_gpu_layers`` (host side) estimates the GPU images'
 layer table from the wheel sizes in SkyRL's uv.lock.
 """
 from __future__ import annotations
@@ -118,7 +118,7 @@ def sync_arguments(locked: str, step: str, prebuilt: str = "") -> list[str]:
     it removes anything the lock does not hold, unless a prebuilt wheel is held back: uv removes a
     `--no-install-package` package that is installed in an exact sync, and without the hold-back it
     would replace the wheel (a URL install) with the lock's registry sdist (uv 0.8.22's planner;
-    tests/test_layers.py shows both).
+    tests/image/test_layers.py shows both).
     """
     held_prebuilt = sorted({name for name, _ in entries(prebuilt)})
     if step == PROJECT:
@@ -206,7 +206,7 @@ def expected_gpu_layers(export_text: str, lock_text: str, python: str = "3.12") 
     which packages an extra installs); lock_text: the uv.lock, whose wheel entries carry `size`. The
     wheel is the one uv would pick: a tag the interpreter supports (packaging.tags, manylinux x86_64).
     """
-    import tomllib
+    import tomllib  # novermin: host side only (the layer table estimate), Python 3.11+
 
     from packaging import tags
 

@@ -6,7 +6,7 @@ it, on SkyRL's uv.lock at the pinned commit (tests/data/skyrl-1ed499c); every uv
 issues is recorded and each `uv sync` replayed as `uv sync --dry-run`. The one stand-in is
 `with-build-ca`, the script every install goes through (it only adds a CA and execs): it records
 instead, because the installs themselves (GBs from PyTorch's index and GitHub) cannot run here.
-The rehearsal image's split is built for real by the container tests (tests/test_reproducible.py
+The rehearsal image's split is built for real by the container tests (tests/image/test_reproducible.py
 builds it twice).
 """
 from __future__ import annotations
