@@ -199,7 +199,7 @@ def render(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk
 
 
 @task(iterable=["set", "env"], help={
-    **_TASK_HELP, "cluster": "cluster name (default: skyrl-<variant>)", "dry_run": "let SkyPilot plan, launch nothing",
+    **_TASK_HELP, "cluster": "cluster name (default: skyrl-<variant>; --cloud local: skyrl-local-<variant>-xxxxxx)", "dry_run": "let SkyPilot plan, launch nothing",
     "detach": "return once the job is submitted (follow with `invoke logs`)",
     "autostop": "stop the cluster after M idle minutes (with --down: tear it down)", "down": "tear down when done",
     "skip_smoke_gate": "launch without a passing smoke run of the digest and without SkyRL's check of the "

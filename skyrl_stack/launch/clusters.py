@@ -13,7 +13,8 @@ from skyrl_stack.reporter import step
 
 
 def default_cluster(variant: str) -> str:
-    """The cluster a launch of this variant makes unless named (--cluster)."""
+    """The cluster a cloud launch of this variant makes unless named (--cluster). A local run is named
+    skyrl-local-VARIANT-xxxxxx instead (one per run, see local_runs.py): `invoke down --cluster local` lists them."""
     return f"skyrl-{variant}"
 
 
