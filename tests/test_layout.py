@@ -115,3 +115,11 @@ def test_no_module_is_over_400_lines():
     long = {str(p.relative_to(REPO_ROOT)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 400}
     assert long == {}
+
+
+def test_the_image_step_does_not_depend_on_the_launch_step():
+    """The flow runs pins -> build -> smoke -> push -> render -> launch: image/ may not import launch/
+    (launch reads the image's records, never the other way)."""
+    reached = {f"{path.relative_to(REPO_ROOT)}: {name}" for path in sorted((PACKAGE / "image").rglob("*.py"))
+               for name in imports_of(path) if name.startswith("skyrl_stack.launch")}
+    assert reached == set()

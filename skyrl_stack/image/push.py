@@ -25,8 +25,7 @@ from skyrl_stack.errors import StackError, first_line
 from skyrl_stack.image import bake
 from skyrl_stack.image.pins import Pins
 from skyrl_stack.image.records import BuildRecord, load_build_record
-from skyrl_stack.image.refs import is_ecr, registry_host, validate_repository, validate_tag
-from skyrl_stack.launch.task_spec import REGISTRIES
+from skyrl_stack.image.refs import REGISTRIES, is_ecr, registry_host, validate_repository, validate_tag
 from skyrl_stack.reporter import step
 
 USER_ENV = "SKYRL_STACK_REGISTRY_USER"

@@ -206,6 +206,11 @@ def registry_host(reference: str) -> str:
 # Kubernetes' ecr-credential-provider (kubernetes/cloud-provider-aws, ecrPattern) and
 # awslabs/amazon-ecr-credential-helper (ecr-login/api, ecrPattern) recognise; the isolated
 # partitions (sc2s.sgov.gov, c2s.ic.gov) are left out: the registry stack is never there.
+# Registry kinds (--registry of push, promote, render, launch): `generic` is any OCI
+# registry (credentials from the environment or docker login); `ecr` is the registry
+# stack's repository (infra/), its login from the recorded stack outputs.
+REGISTRIES = ("generic", "ecr")
+
 _ECR_HOST_RE = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
 
 

@@ -15,10 +15,10 @@ from dataclasses import replace
 
 from skyrl_stack.errors import StackError
 from skyrl_stack.image.pins import load_pins
+from skyrl_stack.image.refs import REGISTRIES
 from skyrl_stack.launch.registry_access import node_login, task_image
 from skyrl_stack.launch.run_script import ENV_BOUND
 from skyrl_stack.launch.task_spec import (
-    REGISTRIES,
     TaskSpec,
     apply_spec_sets,
     checkpoints_on_disk,

@@ -47,8 +47,6 @@ DATA_DIR = "/root/data/gsm8k"
 LOCAL_CKPT_DIR = "/root/ckpts/gsm8k_1.5B_ckpt"
 BUCKET_MOUNT = "/checkpoints"
 LOGGERS = ("wandb", "console", "tensorboard", "mlflow")
-# --registry for render/launch: `ecr` takes the image from the registry stack's repository.
-REGISTRIES = ("generic", "ecr")
 
 # Bounds on what a task may ask for, each with its reason. A value past one is
 # a typo or a paste error far more often than a plan, and it would only fail
