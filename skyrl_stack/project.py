@@ -2,8 +2,9 @@
 
 What the tools read (the build context, the infra templates, the benchmark
 scripts) is under the checkout that holds tasks.py; what they write (records,
-reports, rendered task files) is under the workspace, the same checkout by
-default. Both are found from here, never from the current directory, so
+smoke reports, rendered task files) is under the workspace, the same checkout by
+default. (`invoke bench` writes its figures to the checkout's reports/, beside
+the README table it updates.) Both are found from here, never from the current directory, so
 `invoke` run from a subfolder reads and writes the same files.
 """
 from __future__ import annotations
