@@ -1,0 +1,135 @@
+"""The patches of SkyRL's checkout: pinned by sha256, applied by the skyrl-source stage's own script.
+
+The script (docker/scripts/apply-skyrl-patches) runs here exactly as the stage runs it, on the pinned
+commit's trainer.py (the wheel's copy in .venv-skyrl, byte-identical to 1ed499c's file: asserted
+below). What the patch does to a resumed run is tests/image/test_skyrl_resume_epoch.py.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+import shutil
+
+import pytest
+
+from skyrl_stack.errors import StackError
+from skyrl_stack.image import bake, skyrl_patches
+from skyrl_stack.image.pins import load_pins
+from tests.image.test_layers import dockerfile_stage
+from tests.image.test_pins import real_raw, write_pins
+from tests.support.paths import REPO_ROOT
+from tests.support.skyrl_trainer import (
+    PINNED_TRAINER_SHA256,
+    apply_patches,
+    checkout_with_pinned_trainer,
+    needs_skyrl_venv,
+    sha256,
+    wheel_trainer,
+)
+
+PATCH = "skyrl-1ed499c-resume-epoch"
+
+
+@needs_skyrl_venv
+def test_the_wheels_trainer_is_the_pinned_commits_file():
+    assert sha256(wheel_trainer()) == PINNED_TRAINER_SHA256
+
+
+def test_every_patch_file_is_pinned_and_has_its_pinned_sha256():
+    pins = load_pins()
+    skyrl_patches.check_files(pins)  # raises on a missing file or another sha256
+    on_disk = sorted(p.stem for p in (REPO_ROOT / skyrl_patches.PATCH_DIR).glob("*.patch"))
+    assert on_disk == sorted(pins.skyrl_patches) == [PATCH]
+    # Its header names the upstream fix it stands in for.
+    header = skyrl_patches.patch_file(PATCH).read_text().split("\ndiff --git ", 1)[0]
+    assert "NovaSky-AI/SkyRL#589" in header and "74170ab9" in header
+
+
+def test_a_patch_changed_without_its_pin_is_refused_before_the_build(tmp_path):
+    pins = load_pins()
+    (tmp_path / skyrl_patches.PATCH_DIR).mkdir(parents=True)
+    with pytest.raises(StackError, match=rf"\[skyrl.patches\] {PATCH}: docker/patches/{PATCH}.patch not found"):
+        skyrl_patches.check_files(pins, root=tmp_path)
+    edited = skyrl_patches.patch_file(PATCH, tmp_path)
+    edited.write_bytes(skyrl_patches.patch_file(PATCH).read_bytes() + b"\n")
+    with pytest.raises(StackError, match=rf"\[skyrl.patches\] {PATCH} is [0-9a-f]{{64}}, but .* has sha256 "
+                                         rf"{sha256(edited)}") as info:
+        skyrl_patches.check_files(pins, root=tmp_path)
+    assert f'set {PATCH} = "{sha256(edited)}"' in info.value.hint
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("f" * 63, "is not a sha256"),
+    ("F" * 64, "is not a sha256"),
+])
+def test_a_malformed_patch_pin_is_one_line_naming_the_key(tmp_path, value, problem):
+    raw = real_raw()
+    raw["skyrl"]["patches"][PATCH] = value
+    pins_file = write_pins(tmp_path, raw)
+    with pytest.raises(StackError, match=re.escape(f"pins file {pins_file}: [skyrl] patches: {PATCH}: ")) as info:
+        load_pins(pins_file)
+    assert problem in info.value.message and "\n" not in info.value.message
+
+
+def test_the_build_arguments_and_labels_carry_each_patch_with_its_sha256():
+    pins = load_pins()
+    digest = pins.skyrl_patches[PATCH]
+    for name in ("vllm", "sglang"):
+        variant = pins.variant(name)
+        assert bake.build_args(pins, variant)["SKYRL_PATCHES"] == f"{PATCH}={digest}"
+        assert bake.labels(pins, variant, revision="r")["io.skyrl-stack.skyrl.patches"] == f"{PATCH}@sha256:{digest}"
+    rehearsal = pins.variant("rehearsal")  # no SkyRL, no patches
+    assert "SKYRL_PATCHES" not in bake.build_args(pins, rehearsal)
+    assert "io.skyrl-stack.skyrl.patches" not in bake.labels(pins, rehearsal, revision="r")
+
+
+def test_the_skyrl_source_stage_applies_the_pinned_patches_after_the_checkout():
+    stage = dockerfile_stage("skyrl-source")
+    assert 'ARG SKYRL_PATCHES=""' in stage
+    assert f"--mount=type=bind,source={skyrl_patches.PATCH_DIR},target=/tmp/skyrl-patches" in stage
+    assert f"--mount=type=bind,source={skyrl_patches.APPLY_SCRIPT},target=/tmp/apply-skyrl-patches" in stage
+    assert stage.index("rm -rf .git") < stage.index('bash /tmp/apply-skyrl-patches /tmp/skyrl-patches "${SKYRL_PATCHES}"')
+    # The context the build sends holds them (.dockerignore keeps docker/).
+    ignored = (REPO_ROOT / ".dockerignore").read_text().split()
+    assert not any(entry.strip("/*") in ("docker", "docker/patches", "docker/scripts") for entry in ignored)
+
+
+@needs_skyrl_venv
+def test_the_patch_applies_cleanly_to_the_pinned_trainer_and_changes_only_the_epoch_loop(tmp_path):
+    trainer = checkout_with_pinned_trainer(tmp_path)
+    before = trainer.read_text().splitlines()
+    applied = apply_patches(tmp_path)
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout == f"applied SkyRL patch {PATCH} (sha256 {load_pins().skyrl_patches[PATCH]})\n"
+    diff = [line for line in difflib.unified_diff(before, trainer.read_text().splitlines(), lineterm="", n=0)
+            if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    assert [line for line in diff if line.startswith("-")] == ["-        for epoch in range(self.cfg.trainer.epochs):"]
+    code = [line.strip() for line in diff if line.startswith("+") and not line.strip("+ ").startswith("#")]
+    assert code == ["+        start_epoch = max(self.global_step - 1, 0) // len(self.train_dataloader)".strip(),
+                    "+        for epoch in range(start_epoch, self.cfg.trainer.epochs):".strip()]
+
+
+@needs_skyrl_venv
+def test_a_patch_that_does_not_apply_or_has_another_sha256_fails_and_changes_nothing(tmp_path):
+    trainer = checkout_with_pinned_trainer(tmp_path)
+    pristine = trainer.read_bytes()
+    wrong = apply_patches(tmp_path, f"{PATCH}={'0' * 64}")
+    assert wrong.returncode == 1 and trainer.read_bytes() == pristine
+    assert wrong.stderr.splitlines()[-2:] == [
+        f"error: SkyRL patch {PATCH}: sha256 {load_pins().skyrl_patches[PATCH]}, pinned {'0' * 64}",
+        f"hint: a changed patch is a new pin: set [skyrl.patches] {PATCH} in pins.toml"]
+    assert apply_patches(tmp_path).returncode == 0
+    patched = trainer.read_bytes()
+    again = apply_patches(tmp_path)  # a second time: `git apply --check` refuses, nothing half applied
+    assert again.returncode == 1 and trainer.read_bytes() == patched
+    assert f"error: SkyRL patch {PATCH} does not apply to this SkyRL checkout" in again.stderr
+    missing = tmp_path / "no-patches"
+    missing.mkdir()
+    gone = apply_patches(tmp_path, f"{PATCH}={'0' * 64}", patch_dir=missing)
+    assert gone.returncode == 1 and f"error: SkyRL patch {PATCH}: {missing}/{PATCH}.patch not found" in gone.stderr
+
+
+def test_no_patches_is_a_no_op(tmp_path):
+    assert shutil.which("git")
+    done = apply_patches(tmp_path, "")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
