@@ -9,12 +9,16 @@ from __future__ import annotations
 import difflib
 import re
 import shutil
+import socket
+import subprocess
+import time
 
 import pytest
 
 from skyrl_stack.errors import StackError
 from skyrl_stack.image import bake, skyrl_patches
 from skyrl_stack.image.pins import load_pins
+from tests.conftest import TEST_BASE_IMAGE, TEST_REPOSITORY
 from tests.image.test_layers import dockerfile_stage
 from tests.image.test_pins import real_raw, write_pins
 from tests.support.paths import REPO_ROOT
@@ -24,6 +28,7 @@ from tests.support.skyrl_trainer import (
     checkout_with_pinned_trainer,
     needs_skyrl_venv,
     sha256,
+    trainer_in_checkout,
     wheel_trainer,
 )
 
@@ -133,3 +138,76 @@ def test_no_patches_is_a_no_op(tmp_path):
     assert shutil.which("git")
     done = apply_patches(tmp_path, "")
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+# ------------------------------------------------------------------ the stage itself, in BuildKit
+@pytest.fixture
+def skyrl_git_server(tmp_path):
+    """A stand-in for SkyRL's GitHub repository: the pinned trainer.py committed at its path, served by
+    `git daemon` on the Docker bridge's gateway, where the build's RUN steps reach the host. Returns
+    (repository URL, commit). The stage fetches a commit by its sha (allowAnySHA1InWant, as GitHub allows)."""
+    repo = tmp_path / "served" / "SkyRL"
+    checkout_with_pinned_trainer(repo)
+    git = ["git", "-C", str(repo), "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "the pinned trainer.py"], check=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    gateway = subprocess.run(["docker", "network", "inspect", "bridge", "--format", "{{(index .IPAM.Config 0).Gateway}}"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    with socket.socket() as probe:
+        probe.bind((gateway, 0))
+        port = probe.getsockname()[1]
+    daemon = subprocess.Popen(["git", "-c", "uploadpack.allowAnySHA1InWant=true", "daemon", "--reuseaddr",
+                               "--export-all", f"--base-path={repo.parent}", f"--listen={gateway}", f"--port={port}",
+                               str(repo.parent)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"git://{gateway}:{port}/SkyRL"
+    try:
+        for _ in range(100):
+            if subprocess.run(["git", "ls-remote", url], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"git daemon did not answer on {url}")
+        yield url, commit
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
+
+
+def build_skyrl_source(url: str, commit: str, patches: str, ca_bundle, tag: str | None) -> subprocess.CompletedProcess:
+    """`docker buildx build --target skyrl-source` on the rehearsal's base with the rehearsal's arguments for the
+    shared stages (so they come from its cache), SkyRL from `url`, the given SKYRL_PATCHES."""
+    pins = load_pins()
+    shared = bake.build_args(pins, pins.variant("rehearsal"), base_image=TEST_BASE_IMAGE)
+    args = {key: shared[key] for key in ("BASE_IMAGE", "APT_SNAPSHOT", "SOURCE_DATE_EPOCH", "UV_VERSION", "UV_SHA256")}
+    args.update(SKYRL_REPO=url, SKYRL_COMMIT=commit, SKYRL_PATCHES=patches)
+    command = ["docker", "buildx", "build", "--progress=plain", "--file", bake.DOCKERFILE, "--target", "skyrl-source",
+               "--secret", f"id=ca,src={ca_bundle}", *(f"--build-arg={k}={v}" for k, v in args.items())]
+    command += ["--tag", tag, "--load", "."] if tag else ["."]
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.container
+@needs_skyrl_venv
+def test_the_skyrl_source_stage_applies_the_patch_in_buildkit_and_a_wrong_sha256_fails_the_build(
+        tmp_path, docker_engine, test_ca_bundle, skyrl_git_server):
+    url, commit = skyrl_git_server
+    expected = tmp_path / "expected"
+    checkout_with_pinned_trainer(expected)
+    assert apply_patches(expected).returncode == 0
+    tag = f"{TEST_REPOSITORY}:skyrl-source-patch-check"
+    built = build_skyrl_source(url, commit, skyrl_patches.build_arg(load_pins()), test_ca_bundle, tag)
+    try:
+        assert built.returncode == 0, built.stderr[-3000:]
+        assert f"applied SkyRL patch {PATCH}" in built.stderr
+        in_image = subprocess.run(
+            ["docker", "run", "--rm", "--entrypoint", "/bin/cat", tag,
+             f"/opt/skyrl/src/{load_pins().skyrl_subdir}/skyrl_train/trainer.py"],
+            capture_output=True, check=True).stdout
+    finally:
+        subprocess.run(["docker", "image", "rm", tag], capture_output=True)
+    assert in_image == trainer_in_checkout(expected).read_bytes()
+    refused = build_skyrl_source(url, commit, f"{PATCH}={'0' * 64}", test_ca_bundle, None)
+    assert refused.returncode != 0
+    assert f"error: SkyRL patch {PATCH}: sha256 {load_pins().skyrl_patches[PATCH]}, pinned {'0' * 64}" in refused.stderr
