@@ -63,17 +63,19 @@ def test_a_patch_changed_without_its_pin_is_refused_before_the_build(tmp_path):
     assert f'set {PATCH} = "{sha256(edited)}"' in info.value.hint
 
 
-@pytest.mark.parametrize("value, problem", [
-    ("f" * 63, "is not a sha256"),
-    ("F" * 64, "is not a sha256"),
+@pytest.mark.parametrize("name, value, problem", [
+    (PATCH, "f" * 63, f"{PATCH}: 'fff"),
+    (PATCH, "F" * 64, f"{PATCH}: 'FFF"),
+    ("../resume-epoch", "f" * 64, "'../resume-epoch' is not a patch file name"),
 ])
-def test_a_malformed_patch_pin_is_one_line_naming_the_key(tmp_path, value, problem):
+def test_a_malformed_patch_pin_is_one_line_naming_the_key(tmp_path, name, value, problem):
     raw = real_raw()
-    raw["skyrl"]["patches"][PATCH] = value
+    raw["skyrl"]["patches"] = {name: value}
     pins_file = write_pins(tmp_path, raw)
-    with pytest.raises(StackError, match=re.escape(f"pins file {pins_file}: [skyrl] patches: {PATCH}: ")) as info:
+    with pytest.raises(StackError, match=re.escape(f"pins file {pins_file}: [skyrl] patches: ")) as info:
         load_pins(pins_file)
     assert problem in info.value.message and "\n" not in info.value.message
+    assert "sha256" in info.value.message or "file name" in info.value.message
 
 
 def test_the_build_arguments_and_labels_carry_each_patch_with_its_sha256():

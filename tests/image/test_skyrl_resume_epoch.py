@@ -41,29 +41,46 @@ def uninterrupted(first_step: int = 1) -> list[tuple[int, int]]:
     return [(step, (step - 1) // STEPS_PER_EPOCH) for step in range(first_step, EPOCHS * STEPS_PER_EPOCH + 1)]
 
 
+VARIANTS = ("patched", "unpatched", "upstream-589-start")
+
+
+def trainer_file(root, variant: str):
+    """The pinned trainer.py in a checkout under `root`, as `variant` has it."""
+    trainer = checkout_with_pinned_trainer(root / "checkout")
+    if variant != "unpatched":
+        applied = apply_patches(root / "checkout")
+        assert applied.returncode == 0, applied.stderr
+    if variant == "upstream-589-start":
+        text = trainer.read_text()
+        assert text.count(OURS) == 1
+        trainer.write_text(text.replace(OURS, UPSTREAM_589))
+    return trainer
+
+
 @pytest.fixture(scope="module")
 def trainer_runs(tmp_path_factory):
-    """variant -> the driver's result (runs once per variant, on first use)."""
+    """variant -> the driver's result. The three drivers run side by side, once, on first use."""
     done = {}
 
     def run(variant: str) -> dict:
-        if variant not in done:
-            root = tmp_path_factory.mktemp(variant)
-            trainer = checkout_with_pinned_trainer(root / "checkout")
-            if variant != "unpatched":
-                applied = apply_patches(root / "checkout")
-                assert applied.returncode == 0, applied.stderr
-            if variant == "upstream-589-start":
-                text = trainer.read_text()
-                assert text.count(OURS) == 1
-                trainer.write_text(text.replace(OURS, UPSTREAM_589))
-            out = subprocess.run(
-                [str(SKYRL_VENV_PYTHON), str(DRIVER), str(trainer), str(root / "work"), str(EPOCHS), str(PROMPTS),
-                 ",".join(map(str, PREEMPT_AT))],
-                capture_output=True, text=True, timeout=600,
-            )
-            assert out.returncode == 0, out.stderr[-3000:]
-            done[variant] = json.loads(out.stdout)
+        if not done:
+            started = {}
+            for name in VARIANTS:
+                root = tmp_path_factory.mktemp(name)
+                started[name] = subprocess.Popen(
+                    [str(SKYRL_VENV_PYTHON), str(DRIVER), str(trainer_file(root, name)), str(root / "work"),
+                     str(EPOCHS), str(PROMPTS), ",".join(map(str, PREEMPT_AT))],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                for name, process in started.items():
+                    out, err = process.communicate(timeout=900)
+                    assert process.returncode == 0, f"{name}: {err[-3000:]}"
+                    done[name] = json.loads(out)
+            finally:
+                for process in started.values():
+                    if process.poll() is None:
+                        process.kill()
+                        process.wait()
         return done[variant]
 
     return run

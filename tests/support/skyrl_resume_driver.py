@@ -9,8 +9,8 @@ TRAINER_PY is a copy of skyrl_train/trainer.py (patched or not); it is loaded as
 imports resolve to the installed skyrl_train. What is real: SkyRL's config (ppo_base_config composed by
 Hydra), RayPPOTrainer.__init__, train(), save_checkpoints(), load_checkpoints() (trainer_state.pt,
 data.pt, latest_ckpt_global_step.txt, validate_consistency_for_latest_checkpoint) and
-cleanup_old_checkpoints, build_dataloader's StatefulDataLoader with its 8 worker processes,
-PromptDataset's __getitem__/collate_fn, prepare_generator_input. What is faked, at the boundaries
+cleanup_old_checkpoints, build_dataloader's StatefulDataLoader (torchdata 0.11.0, without worker
+processes: see config()), PromptDataset's __getitem__/collate_fn, prepare_generator_input. What is faked, at the boundaries
 that need GPUs or a Ray cluster: the policy's Ray actor group (FSDP workers: their checkpoint shards
 are not written), the inference engines, `ray.get` in the trainer module (no cluster: it returns
 what it is given), the generate/forward/train steps, the tokenizer and the tracker. The data set is
@@ -160,7 +160,6 @@ def load_trainer_module(path: Path):
 
 
 def config(ckpt_path: Path, epochs: int, resume: bool):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # skyrl_stack (the smoke suite's compose)
     from skyrl_stack.smoke.skyrl import compose, skyrl_config_dir
 
     return compose(skyrl_config_dir(), [
@@ -168,6 +167,9 @@ def config(ckpt_path: Path, epochs: int, resume: bool):
         "trainer.ckpt_interval=1", f"trainer.ckpt_path={ckpt_path}",
         f"trainer.resume_mode={'latest' if resume else 'none'}",
         "trainer.eval_interval=-1",  # no eval data set here
+        # Read only by build_dataloader here (the generator is faked): num_workers 0 instead of 8. With 8
+        # forked workers per epoch, 9 trainers in one process on a loaded 2-core machine took minutes and
+        # once hung in a worker start; the restored loader's steps and epochs were the same either way.
         "generator.enable_http_endpoint=true",
     ])
 
@@ -220,6 +222,7 @@ def run(module, ckpt_path: Path, epochs: int, prompts: int, preempt_at: int | No
 
 def main(argv: list[str]) -> None:
     trainer_py, work, epochs, prompts, points = Path(argv[0]), Path(argv[1]), int(argv[2]), int(argv[3]), argv[4]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # skyrl_stack (the smoke suite's compose)
     stubbed = install_import_only_stubs()
     module = load_trainer_module(trainer_py)
     result = {"stubbed": stubbed, "uninterrupted": run(module, work / "full", epochs, prompts, None, False)}
