@@ -11,6 +11,7 @@ import subprocess
 from datetime import datetime, timezone
 
 from skyrl_stack.errors import StackError
+from skyrl_stack.image import skyrl_patches
 from skyrl_stack.image.lock_check import expectations
 from skyrl_stack.image.pins import Pins, Variant
 from skyrl_stack.image.refs import validate_repository, validate_tag
@@ -106,6 +107,8 @@ def build_args(pins: Pins, variant: Variant, base_image: str | None = None) -> d
             # What skyrl-lock-check takes from the lock as prebuilt wheels (layers.py prebuilt), with their pins.
             SKYRL_PREBUILT=json.dumps({package: [extra, f"[variants.{variant.name}.prebuilt] {package}"]
                                        for package, extra in variant.prebuilt.items()}, sort_keys=True),
+            # What skyrl-source applies to the checkout, each file with its pinned sha256 ([skyrl.patches]).
+            SKYRL_PATCHES=skyrl_patches.build_arg(pins),
         )
     else:
         args.update(VENV_STAGE="venv-rehearsal", REHEARSAL_LOCK=variant.lock)
@@ -142,6 +145,8 @@ def labels(pins: Pins, variant: Variant, base_image: str | None = None, revision
         result[f"{LABEL_PREFIX}.skyrl.ref"] = pins.skyrl_ref
         result[f"{LABEL_PREFIX}.skyrl.commit"] = pins.skyrl_commit
         result[f"{LABEL_PREFIX}.skyrl.extra"] = variant.skyrl_extra
+        if pins.skyrl_patches:
+            result[f"{LABEL_PREFIX}.skyrl.patches"] = skyrl_patches.label(pins)
     for package, version in sorted(variant.expect.items()):
         result[f"{LABEL_PREFIX}.expect.{package}"] = version
     return result

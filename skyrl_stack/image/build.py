@@ -20,7 +20,7 @@ from pathlib import Path
 
 from skyrl_stack import engine
 from skyrl_stack.errors import StackError
-from skyrl_stack.image import bake, rehearsal_lock
+from skyrl_stack.image import bake, rehearsal_lock, skyrl_patches
 from skyrl_stack.image.pins import load_pins
 from skyrl_stack.image.records import BuildRecord, load_build_record, state_dir, write_json_atomic
 from skyrl_stack.image.refs import validate_repository
@@ -96,6 +96,8 @@ def _check_inputs(pins, variants: list[str], repository: str, *, cache_ref: str 
     for variant in chosen:
         if variant.lock:  # pins are inputs: a lock that disagrees with them fails here, not after the build
             rehearsal_lock.check(variant)
+    if any(variant.has_skyrl for variant in chosen):  # so are the patches of SkyRL's checkout
+        skyrl_patches.check_files(pins)
     return chosen
 
 
