@@ -164,7 +164,7 @@ _TASK_HELP = {
     "allow_tag": "accept an image by moving tag",
     "registry_login": "private registry: USER:PASSWORD_ENV[@SERVER], or `ecr` for ECR through the node's IAM role",
     "pull_secret": "Kubernetes: name of the imagePullSecret for the image",
-    "logger": "wandb | console | tensorboard | mlflow (default: wandb; console for rehearsal)",
+    "logger": "wandb | console | tensorboard: what the image can run (default: wandb; console for rehearsal)",
     "network_tier": "best: ask for the cloud's fast interconnect (only with an image that can use it; see README)",
 }
 

@@ -16,6 +16,7 @@ from dataclasses import replace
 from skyrl_stack.errors import StackError
 from skyrl_stack.image.pins import load_pins
 from skyrl_stack.image.refs import REGISTRIES
+from skyrl_stack.launch.launch_env import refuse_owned
 from skyrl_stack.launch.registry_access import node_login, task_image
 from skyrl_stack.launch.run_script import ENV_BOUND
 from skyrl_stack.launch.task_spec import (
@@ -164,6 +165,7 @@ def parse_env(values) -> dict:
             option = next(k for k, v in ENV_BOUND.items() if v == key)
             raise StackError(f"--env {key} would change {option} after the plan was checked",
                              hint=f"use --set {option}=VALUE (or --logger for trainer.logger)")
+        refuse_owned(key)
         result[key] = value
     return result
 

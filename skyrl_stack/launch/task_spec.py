@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from skyrl_stack.errors import StackError
 from skyrl_stack.image.refs import is_ecr, registry_host
+from skyrl_stack.launch.loggers import check_logger
 from skyrl_stack.launch.training_plan import (
     BATCH_KEYS,
     CKPTS_KEY,
@@ -46,7 +47,6 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DATA_DIR = "/root/data/gsm8k"
 LOCAL_CKPT_DIR = "/root/ckpts/gsm8k_1.5B_ckpt"
 BUCKET_MOUNT = "/checkpoints"
-LOGGERS = ("wandb", "console", "tensorboard", "mlflow")
 
 # Bounds on what a task may ask for, each with its reason. A value past one is
 # a typo or a paste error far more often than a plan, and it would only fail
@@ -303,6 +303,7 @@ GSM8K_GRPO = (
 
 def apply_spec_sets(spec: TaskSpec) -> TaskSpec:
     """Fold --set generator.backend / trainer.logger into the spec, refusing a backend mismatch."""
+    source = "--logger"
     for key, value in spec.sets:
         if key == "generator.backend" and value != spec.backend:
             raise StackError(
@@ -310,9 +311,8 @@ def apply_spec_sets(spec: TaskSpec) -> TaskSpec:
                 hint=f"render the {value} variant instead: --variant {value}",
             )
         if key == "trainer.logger":
-            spec = replace(spec, logger=value)
-    if spec.logger not in LOGGERS:
-        raise StackError(f"unknown logger {spec.logger!r}", hint=f"choose one of: {', '.join(LOGGERS)}")
+            spec, source = replace(spec, logger=value), "--set trainer.logger"
+    check_logger(spec.logger, source)
     return spec
 
 
