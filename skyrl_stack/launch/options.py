@@ -86,6 +86,7 @@ def build_spec(
         gpus = default_gpus if var.gpu else None
     if gpus:
         parse_accelerator(gpus)
+        gpus = gpus.strip()  # a padded value asks for the same GPUs; the YAML gets it without the padding
     sets = parse_sets(sets)
     network_tier_best = parse_network_tier(network_tier)
     if not var.has_skyrl and sets:
