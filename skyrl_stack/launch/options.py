@@ -33,7 +33,8 @@ from skyrl_stack.launch.task_spec import (
     refuse_control_characters,
     training_values,
 )
-from skyrl_stack.launch.training_plan import DATA_GB, DiskNeed
+from skyrl_stack.launch.model_sizes import model_size
+from skyrl_stack.launch.training_plan import HEADROOM_GB, DiskNeed
 
 # `network_tier: best` is never requested by default: the images carry no
 # fabric userspace (no EFA libfabric / aws-ofi-nccl for AWS, no verbs library
@@ -46,6 +47,8 @@ NETWORK_TIERS = ("best",)
 MIN_DISK_GB = {True: 100, False: 20}
 # What the rendered file's header shows instead of an --env value.
 REDACTED = "<redacted>"
+# The model the task trains (SkyRL's config key); the disk is sized for it.
+MODEL_KEY = "trainer.policy.model.path"
 
 
 def build_spec(
@@ -132,15 +135,27 @@ def parse_bucket(value: str | None) -> str | None:
 
 
 def disk_need(spec: TaskSpec, gpu_image: bool) -> DiskNeed:
-    """What one node's disk must hold: the image, and for training the model, data and checkpoints."""
+    """What one node's disk must hold: the image, and for training the model, data and checkpoints
+    (of the model trainer.policy.model.path names, model_sizes.py; the seed's is training_plan's CKPT_GB, DATA_GB)."""
     if spec.backend is None:
         return DiskNeed(image_gb=MIN_DISK_GB[gpu_image], data_gb=0, checkpoints=0)
-    return DiskNeed(image_gb=MIN_DISK_GB[gpu_image], data_gb=DATA_GB, checkpoints=checkpoints_on_disk(training_values(spec)))
+    values = training_values(spec)
+    size = model_size(values[MODEL_KEY])
+    if size is None:
+        return DiskNeed(image_gb=MIN_DISK_GB[gpu_image], data_gb=0, checkpoints=0, unsized_model=values[MODEL_KEY])
+    return DiskNeed(image_gb=MIN_DISK_GB[gpu_image], data_gb=size.download_gb,
+                    checkpoints=checkpoints_on_disk(values), ckpt_gb=size.ckpt_gb)
 
 
 def sized_disk(spec: TaskSpec, var, disk_size) -> int:
     """--disk-size if it holds the plan (one-line error if not); by default exactly what the plan needs."""
     need = disk_need(spec, var.gpu)
+    if need.unsized_model and disk_size in (None, ""):
+        raise StackError(
+            f"cannot size the disk for --set {MODEL_KEY}={need.unsized_model}: not a model skyrl_stack/launch/"
+            "model_sizes.py knows (its checkpoints are about 12 GB per billion parameters each)",
+            hint=f"give --disk-size GB: image {need.image_gb} + the model + (kept checkpoints + 1) x one checkpoint "
+                 f"+ headroom {HEADROOM_GB}")
     if disk_size in (None, ""):
         return need.gb
     disk = parse_disk_size(disk_size)
