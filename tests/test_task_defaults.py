@@ -52,16 +52,23 @@ def one_line(result, start):
 
 CASES = [
     # (invoke.yaml, env, args, the error line's start)
-    (REAL.replace('gpus: "L40S:4"', "gpus: 4"), {}, ["render", "--variant", "vllm"],
-     "error: bad invoke.yaml launch.gpus '4'"),
-    ("launch: [1\n", {}, ["--list"],
-     "error: invoke.yaml is not valid YAML (line 2, column 1): expected ',' or ']', but got '<stream end>'"),
+    pytest.param(REAL.replace('gpus: "L40S:4"', "gpus: 4"), {}, ["render", "--variant", "vllm"],
+                 "error: bad invoke.yaml launch.gpus '4'", marks=pytest.mark.reliability(
+                     "bad input", "`launch.gpus: 4` in invoke.yaml",
+                     "the check `--gpus 4` gets; one `error:`/`hint:` pair naming invoke.yaml, exit 1")),
+    pytest.param("launch: [1\n", {}, ["--list"],
+                 "error: invoke.yaml is not valid YAML (line 2, column 1): expected ',' or ']', but got '<stream end>'",
+                 marks=pytest.mark.reliability("bad input", "an invoke.yaml that is not valid YAML (`invoke --list`)",
+                                               "one `error:`/`hint:` pair with line and column, exit 1, no traceback")),
     ("launch: [1\n", {}, ["render"], "error: invoke.yaml is not valid YAML"),
     ("- image\n- launch\n", {}, ["render"], "error: invoke.yaml: must be sections of keys (image:, build:, launch:)"),
     (REAL.split("\nlaunch:")[0], {}, ["render", "--variant", "vllm"],
      "error: no default for launch.cloud: the project's invoke.yaml has no 'cloud' under launch:"),
     (REAL.split("\nlaunch:")[0] + "\nlaunch: 4\n", {}, ["render"], "error: invoke.yaml: launch: must be a section of keys, not 4"),
-    (REAL, {"INVOKE_LAUNCH_NODES": "abc"}, ["render", "--variant", "vllm"], "error: bad INVOKE_LAUNCH_NODES 'abc'"),
+    pytest.param(REAL, {"INVOKE_LAUNCH_NODES": "abc"}, ["render", "--variant", "vllm"],
+                 "error: bad INVOKE_LAUNCH_NODES 'abc'", marks=pytest.mark.reliability(
+                     "bad input", "`INVOKE_LAUNCH_NODES=abc invoke render`",
+                     "one `error:`/`hint:` pair naming the variable (not --nodes), exit 1, no Invoke traceback")),
     (REAL, {"INVOKE_LAUNCH_NODES": "abc"}, ["--list"], "error: bad INVOKE_LAUNCH_NODES 'abc'"),
     (REAL, {"INVOKE_LAUNCH_NODES": "0"}, ["render", "--variant", "vllm"], "error: bad INVOKE_LAUNCH_NODES 0"),
     (REAL.replace("nodes: 1", 'nodes: "1"'), {"INVOKE_LAUNCH_NODES": "abc"}, ["render", "--variant", "vllm"],
@@ -78,7 +85,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("text, env, args, start", CASES, ids=[start.removeprefix("error: ")[:60] for *_, start in CASES])
+@pytest.mark.parametrize("text, env, args, start", CASES,
+                         ids=[getattr(case, "values", case)[-1].removeprefix("error: ")[:60] for case in CASES])
 def test_a_bad_default_is_one_line_naming_its_source(project, text, env, args, start):
     (project / "invoke.yaml").write_text(text)
     one_line(invoke_in(project, args, env), start)

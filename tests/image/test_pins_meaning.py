@@ -105,6 +105,8 @@ def test_any_ray_port_loads_only_where_it_can_work(port):
     assert all(line.startswith(("[ray] port: ", "[ray.ports] ")) for line in problems)
 
 
+@pytest.mark.reliability("bad input", "`[ray] port = 6380` (SkyPilot's own Ray) in pins.toml",
+                         "one `error:`/`hint:` pair naming the file and key, exit 1, nothing rendered")
 def test_a_skypilot_port_in_pins_is_one_line_from_the_cli(tmp_path, state_dir):
     """`invoke render` as a user runs it, with [ray] port = 6380: error + hint, no traceback."""
     broken = write_pins(tmp_path, _edit(real_raw(), "ray.port", 6380))

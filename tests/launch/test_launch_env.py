@@ -166,10 +166,19 @@ def test_check_logger_passes_what_the_image_runs():
 # ----------------------------------------------------------------------------- the real command line
 
 
+NOTHING = "one `error:`/`hint:` pair, exit 1, nothing rendered or launched"
+
+
 @pytest.mark.parametrize("args, message", [
-    (["launch", "--env", "PATH=/tmp"], "error: --env PATH would replace a variable the image owns: "),
-    (["launch", "--env", "SKYPILOT_NODE_RANK=0"], "error: --env SKYPILOT_NODE_RANK would replace a variable SkyPilot owns"),
-    (["render", "--logger", "mlflow"], "error: --logger mlflow: SkyRL supports it, but the image cannot run it"),
+    pytest.param(["launch", "--env", "PATH=/tmp"], "error: --env PATH would replace a variable the image owns: ",
+                 marks=pytest.mark.reliability("bad input", "`invoke launch --env PATH=/tmp` (a variable the image owns)",
+                                               NOTHING)),
+    pytest.param(["launch", "--env", "SKYPILOT_NODE_RANK=0"],
+                 "error: --env SKYPILOT_NODE_RANK would replace a variable SkyPilot owns",
+                 marks=pytest.mark.reliability("bad input", "`invoke launch --env SKYPILOT_NODE_RANK=0`", NOTHING)),
+    pytest.param(["render", "--logger", "mlflow"], "error: --logger mlflow: SkyRL supports it, but the image cannot run it",
+                 marks=pytest.mark.reliability("bad input", "`invoke render --logger mlflow` (not in SkyRL's lock)",
+                                               NOTHING)),
 ])
 def test_invoke_refuses_in_one_line(state_dir, tmp_path, args, message):
     fake_record("vllm")

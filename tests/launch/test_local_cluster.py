@@ -222,6 +222,8 @@ def _job(project, port, task_id, value):
     return json.loads(probe.removeprefix("probe: ")), head_out, worker_out
 
 
+@pytest.mark.reliability("fault", "a second job on the cluster (`sky exec`) with a new env value",
+                         "our Ray is restarted for it: every node's Ray workers see the new value; SkyPilot's Ray untouched")
 @pytest.mark.container
 def test_a_second_job_on_the_cluster_gets_its_own_ray_environment(compose):
     """`sky exec` after `sky launch`: the second job's env (a new HF_TOKEN, an --env) reaches the Ray workers

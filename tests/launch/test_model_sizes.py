@@ -51,6 +51,8 @@ def test_a_model_it_cannot_size_needs_disk_size(state_dir, model):
     assert f"model {model} and its checkpoints (not sized: --disk-size decides)" in plan_notes(spec)[-1]
 
 
+@pytest.mark.reliability("bad input", "`invoke render --set trainer.policy.model.path=/models/mine` (no --disk-size)",
+                         "one `error:`/`hint:` pair: the disk cannot be sized for it, exit 1, nothing rendered")
 def test_invoke_render_refuses_an_unsized_model_in_one_line(state_dir, tmp_path):
     fake_record("vllm")
     result = _invoke(["render", "--variant", "vllm", "--set", f"{MODEL}=/models/mine"], tmp_path, state_dir)
