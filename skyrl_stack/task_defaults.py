@@ -77,13 +77,28 @@ def _variant(value, source):
     return value.strip()
 
 
+def _repository(value, source):
+    from skyrl_stack.image.refs import validate_repository
+
+    return validate_repository(value.strip(), what=source)  # "malformed INVOKE_IMAGE_REPOSITORY '...'"
+
+
+def _compression(value, source):
+    from skyrl_stack.image.bake import validate_compression
+
+    try:
+        return validate_compression(value.strip())
+    except StackError as err:
+        raise StackError(f"{source}: {err.message}", hint=err.hint) from None
+
+
 # Every default a task reads, by its key in invoke.yaml.
 DEFAULTS = {
-    "image.repository": Default(str, "127.0.0.1:5000/skyrl-stack or ghcr.io/me/skyrl-stack"),
+    "image.repository": Default(str, "127.0.0.1:5000/skyrl-stack or ghcr.io/me/skyrl-stack", _repository),
     "image.variant": Default(str, "vllm", _variant),
     "build.ca_bundle": Default(str, '"" (none) or /etc/ssl/certs/ca-certificates.crt'),
     "build.progress": Default(str, "auto"),
-    "build.compression": Default(str, "zstd"),
+    "build.compression": Default(str, "zstd", _compression),
     "launch.cloud": Default(str, "aws", _cloud),
     "launch.gpus": Default(str, '"L40S:4"', _gpus),
     "launch.nodes": Default(int, "1", _nodes),

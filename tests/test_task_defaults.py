@@ -82,6 +82,10 @@ CASES = [
      "error: invoke.yaml launch.cloud: unknown cloud 'mars'"),
     (REAL, {"INVOKE_IMAGE_VARIANT": "tensorrt"}, ["render"], "error: INVOKE_IMAGE_VARIANT: unknown variant 'tensorrt'"),
     (REAL.replace("variant: vllm", "variant: [vllm]"), {}, ["render"], "error: bad invoke.yaml image.variant: a list"),
+    (REAL, {"INVOKE_IMAGE_REPOSITORY": "Bad/Repo:tag"}, ["build", "--variant", "rehearsal"],
+     "error: malformed INVOKE_IMAGE_REPOSITORY 'Bad/Repo:tag'"),
+    (REAL.replace("compression: zstd", "compression: lz4"), {}, ["build", "--variant", "rehearsal"],
+     "error: invoke.yaml build.compression: unknown layer compression 'lz4'"),
 ]
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from functools import lru_cache
 
 from skyrl_stack.errors import StackError
 from skyrl_stack.project import project_root
@@ -53,7 +54,8 @@ SECRET_NAME = re.compile(
 )
 
 
-def image_env_names(dockerfile=None) -> set[str]:
+@lru_cache(maxsize=None)
+def image_env_names(dockerfile=None) -> frozenset[str]:
     """The names the Dockerfile's `ENV` instructions set (they persist in the image and every node's job)."""
     path = dockerfile or project_root() / "docker" / "Dockerfile"
     text = re.sub(r"\\\n", " ", path.read_text())  # join continuation lines
@@ -63,7 +65,7 @@ def image_env_names(dockerfile=None) -> set[str]:
         if match:
             for token in shlex.split(match[1], comments=True):
                 names.add(token.split("=", 1)[0])
-    return names
+    return frozenset(names)
 
 
 def owner(name: str) -> tuple[str, str] | None:
