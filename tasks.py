@@ -8,7 +8,11 @@ INVOKE_* environment variables).
 """
 from invoke import Collection, task
 
-from skyrl_stack.cli import reports_errors, split_csv
+from skyrl_stack.cli import check_project_config, reports_errors, split_csv
+from skyrl_stack.task_defaults import default
+
+# invoke.yaml and INVOKE_* as Invoke will read them: what would end in its traceback is one line now.
+check_project_config(__file__)
 
 # --------------------------------------------------------------------------- image
 
@@ -34,15 +38,15 @@ def build(c, variant=None, base_image=None, repository=None, push=False, no_cach
     from skyrl_stack.image.build import build_variants
 
     records = build_variants(
-        variants=split_csv(variant or c.image.variant),
-        repository=repository or c.image.repository,
+        variants=split_csv(variant or default(c, "image.variant")),
+        repository=repository or default(c, "image.repository"),
         base_image=base_image or None,
         no_cache=no_cache,
-        ca_bundle=ca_bundle or c.build.ca_bundle or None,
-        progress=progress or c.build.progress,
+        ca_bundle=ca_bundle or default(c, "build.ca_bundle") or None,
+        progress=progress or default(c, "build.progress"),
         cache_ref=cache_ref,
         git_token_env=git_token_env,
-        compression=compression or c.build.compression,
+        compression=compression or default(c, "build.compression"),
     )
     if push:
         from skyrl_stack.image.push import smoke_and_push
@@ -63,7 +67,7 @@ def push(c, variant=None, repository=None, registry="generic", skip_smoke_gate=F
     """Push built images: digest first, verified against the registry, then the human tags."""
     from skyrl_stack.image.push import push_variants
 
-    push_variants(split_csv(variant or c.image.variant), repository=repository, registry=registry,
+    push_variants(split_csv(variant or default(c, "image.variant")), repository=repository, registry=registry,
                   skip_smoke_gate=skip_smoke_gate)
 
 
@@ -144,7 +148,7 @@ def smoke(c, variant=None, image=None, gpus="all", tier=None, report=None, host=
     from skyrl_stack.smoke.runner import run_smoke
 
     if not (variant or image or host):
-        variant = c.image.variant
+        variant = default(c, "image.variant")
     run_smoke(variant=variant, image=image, gpus=gpus, tiers=split_csv(tier), report_dir=report, host=host,
               overrides_file=overrides_file)
 
@@ -164,7 +168,7 @@ _TASK_HELP = {
     "allow_tag": "accept an image by moving tag",
     "registry_login": "private registry: USER:PASSWORD_ENV[@SERVER], or `ecr` for ECR through the node's IAM role",
     "pull_secret": "Kubernetes: name of the imagePullSecret for the image",
-    "logger": "wandb | console | tensorboard | mlflow (default: wandb; console for rehearsal)",
+    "logger": "wandb | console | tensorboard: what the image can run (default: wandb; console for rehearsal)",
     "network_tier": "best: ask for the cloud's fast interconnect (only with an image that can use it; see README)",
 }
 
@@ -174,10 +178,10 @@ def _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, i
     from skyrl_stack.launch.options import build_spec
 
     return build_spec(
-        variant or c.image.variant, cloud=cloud or c.launch.cloud, gpus=gpus or None,
-        nodes=nodes if nodes is not None else c.launch.nodes, memory=memory, disk_size=disk_size, bucket=bucket,
+        variant or default(c, "image.variant"), cloud=cloud or default(c, "launch.cloud"), gpus=gpus or None,
+        nodes=nodes if nodes is not None else default(c, "launch.nodes"), memory=memory, disk_size=disk_size, bucket=bucket,
         sets=set, image=image, allow_tag=allow_tag, registry_login=registry_login, pull_secret=pull_secret,
-        logger=logger, default_gpus=c.launch.gpus, registry=registry, network_tier=network_tier,
+        logger=logger, default_gpus=None if gpus else default(c, "launch.gpus"), registry=registry, network_tier=network_tier,
     )
 
 
@@ -245,7 +249,7 @@ def logs(c, cluster=None, job_id=None, no_follow=False):
 
     from skyrl_stack.launch.clusters import default_cluster, logs as job_logs
 
-    code = job_logs(cluster or default_cluster(c.image.variant), job_id=job_id, follow=not no_follow)
+    code = job_logs(cluster or default_cluster(default(c, "image.variant")), job_id=job_id, follow=not no_follow)
     if code:
         raise Exit(code=code)
 
@@ -257,7 +261,7 @@ def down(c, cluster=None, stale=False):
     """Tear a cluster down (bucket checkpoints survive; node disks do not)."""
     from skyrl_stack.launch.clusters import default_cluster, down as cluster_down
 
-    cluster_down(cluster or default_cluster(c.image.variant), stale=stale)
+    cluster_down(cluster or default_cluster(default(c, "image.variant")), stale=stale)
 
 
 # --------------------------------------------------------------------------- infra

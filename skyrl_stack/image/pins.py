@@ -343,10 +343,15 @@ def _load(path: Path) -> Pins:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise StackError(f"cannot read pins file {path}: {exc}") from exc
     problems = schema_errors(raw)
+    hint = "fix that key; the schema is SCHEMA in skyrl_stack/image/pins.py"
+    if not problems:  # well typed: then what the values mean (ports, extras, per-variant keys)
+        from skyrl_stack.image.pins_meaning import meaning_errors
+
+        problems = meaning_errors(raw)
+        hint = "fix that key; skyrl_stack/image/pins_meaning.py says what each must be"
     if problems:
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise StackError(f"pins file {path}: {problems[0]}{more}",
-                         hint="fix that key; the schema is SCHEMA in skyrl_stack/image/pins.py")
+        raise StackError(f"pins file {path}: {problems[0]}{more}", hint=hint)
     return Pins(raw)
 
 

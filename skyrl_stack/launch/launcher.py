@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from skyrl_stack.errors import StackError
 from skyrl_stack.launch.clusters import default_cluster, logs
+from skyrl_stack.launch.launch_env import split_secrets
 from skyrl_stack.launch.options import parse_autostop
 from skyrl_stack.launch.preflight import preflight
 from skyrl_stack.launch.registry_access import refuse_unreachable
@@ -86,10 +87,13 @@ def _sky_task(path, env_overrides: dict | None, secrets: dict):
     import yaml
 
     sky = sky_sdk()
+    # Credential-like --env values go as secrets, which SkyPilot redacts (launch_env.split_secrets).
+    env_overrides, env_secrets = split_secrets(env_overrides)
+    secrets = {**secrets, **env_secrets}
     try:
         return sky.Task.from_yaml_config(
             yaml.safe_load(path.read_text()),
-            env_overrides=list((env_overrides or {}).items()) or None,
+            env_overrides=list(env_overrides.items()) or None,
             secrets_overrides=list(secrets.items()) or None,
         )
     except ValueError as exc:

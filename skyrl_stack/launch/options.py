@@ -16,6 +16,7 @@ from dataclasses import replace
 from skyrl_stack.errors import StackError
 from skyrl_stack.image.pins import load_pins
 from skyrl_stack.image.refs import REGISTRIES
+from skyrl_stack.launch.launch_env import refuse_owned
 from skyrl_stack.launch.registry_access import node_login, task_image
 from skyrl_stack.launch.run_script import ENV_BOUND
 from skyrl_stack.launch.task_spec import (
@@ -32,7 +33,8 @@ from skyrl_stack.launch.task_spec import (
     refuse_control_characters,
     training_values,
 )
-from skyrl_stack.launch.training_plan import DATA_GB, DiskNeed
+from skyrl_stack.launch.model_sizes import model_size
+from skyrl_stack.launch.training_plan import HEADROOM_GB, DiskNeed
 
 # `network_tier: best` is never requested by default: the images carry no
 # fabric userspace (no EFA libfabric / aws-ofi-nccl for AWS, no verbs library
@@ -45,6 +47,8 @@ NETWORK_TIERS = ("best",)
 MIN_DISK_GB = {True: 100, False: 20}
 # What the rendered file's header shows instead of an --env value.
 REDACTED = "<redacted>"
+# The model the task trains (SkyRL's config key); the disk is sized for it.
+MODEL_KEY = "trainer.policy.model.path"
 
 
 def build_spec(
@@ -85,6 +89,7 @@ def build_spec(
         gpus = default_gpus if var.gpu else None
     if gpus:
         parse_accelerator(gpus)
+        gpus = gpus.strip()  # a padded value asks for the same GPUs; the YAML gets it without the padding
     sets = parse_sets(sets)
     network_tier_best = parse_network_tier(network_tier)
     if not var.has_skyrl and sets:
@@ -130,15 +135,27 @@ def parse_bucket(value: str | None) -> str | None:
 
 
 def disk_need(spec: TaskSpec, gpu_image: bool) -> DiskNeed:
-    """What one node's disk must hold: the image, and for training the model, data and checkpoints."""
+    """What one node's disk must hold: the image, and for training the model, data and checkpoints
+    (of the model trainer.policy.model.path names, model_sizes.py; the seed's is training_plan's CKPT_GB, DATA_GB)."""
     if spec.backend is None:
         return DiskNeed(image_gb=MIN_DISK_GB[gpu_image], data_gb=0, checkpoints=0)
-    return DiskNeed(image_gb=MIN_DISK_GB[gpu_image], data_gb=DATA_GB, checkpoints=checkpoints_on_disk(training_values(spec)))
+    values = training_values(spec)
+    size = model_size(values[MODEL_KEY])
+    if size is None:
+        return DiskNeed(image_gb=MIN_DISK_GB[gpu_image], data_gb=0, checkpoints=0, unsized_model=values[MODEL_KEY])
+    return DiskNeed(image_gb=MIN_DISK_GB[gpu_image], data_gb=size.download_gb,
+                    checkpoints=checkpoints_on_disk(values), ckpt_gb=size.ckpt_gb)
 
 
 def sized_disk(spec: TaskSpec, var, disk_size) -> int:
     """--disk-size if it holds the plan (one-line error if not); by default exactly what the plan needs."""
     need = disk_need(spec, var.gpu)
+    if need.unsized_model and disk_size in (None, ""):
+        raise StackError(
+            f"cannot size the disk for --set {MODEL_KEY}={need.unsized_model}: not a model skyrl_stack/launch/"
+            "model_sizes.py knows (its checkpoints are about 12 GB per billion parameters each)",
+            hint=f"give --disk-size GB: image {need.image_gb} + the model + (kept checkpoints + 1) x one checkpoint "
+                 f"+ headroom {HEADROOM_GB}")
     if disk_size in (None, ""):
         return need.gb
     disk = parse_disk_size(disk_size)
@@ -164,6 +181,7 @@ def parse_env(values) -> dict:
             option = next(k for k, v in ENV_BOUND.items() if v == key)
             raise StackError(f"--env {key} would change {option} after the plan was checked",
                              hint=f"use --set {option}=VALUE (or --logger for trainer.logger)")
+        refuse_owned(key)
         result[key] = value
     return result
 
