@@ -1,0 +1,359 @@
+"""Managed runs on the cloud side: `--managed --spot --run/--resume`, per-run checkpoints, autostop, `invoke jobs.*`.
+
+Real: the `invoke` CLI, the renderer, SkyPilot 0.14.1's schema, parser, DAG
+conversion, managed-jobs defaults, the controller's YAML reload, AWS's feature
+check, the controller's recovery executor (tests/support/managed_path.py, in a
+process whose HOME holds real catalog rows), boto3 against moto server for the
+run-path check. Replaced, because no API server or cloud exists here: the one
+seam to SkyPilot's API server (skypilot_api._request) and the in-image plan
+check, as in test_launch.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import requests
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from skyrl_stack.errors import StackError
+from skyrl_stack.launch import launcher, managed, managed_jobs, preflight, skypilot_api
+from skyrl_stack.launch.options import DEFAULT_AUTOSTOP_MINUTES, build_spec
+from skyrl_stack.launch.run_paths import POINTER, check_run_path, run_path_state
+from skyrl_stack.launch.task_spec import training_overrides
+from tests.launch.test_launch import passed_smoke
+from tests.launch.test_render import FAKE_DIGEST, FAKE_REPO, fake_record, no_skypilot_api_server  # noqa: F401
+from tests.support.moto import moto_server
+from tests.support.paths import DATA, REPO_ROOT
+from tests.support.registry import free_port
+
+IMAGE = f"{FAKE_REPO}@{FAKE_DIGEST}"
+DONE_WHEN = ["render", "--variant", "vllm", "--image", IMAGE, "--cloud", "aws", "--nodes", "2", "--managed", "--spot",
+             "--bucket", "s3://my-bucket/runs", "--run", "r1"]
+
+
+def _env(tmp_path, state_dir, **extra) -> dict:
+    """A process environment: our workspace, no local API server, a HOME holding SkyPilot's catalog rows."""
+    home = tmp_path / "home"
+    if not home.exists():
+        shutil.copytree(DATA / "skypilot-catalog" / "v8", home / ".sky" / "catalogs" / "v8")
+    return {**os.environ, "HOME": str(home), "SKYRL_STACK_WORKSPACE": str(state_dir.parent),
+            "SKYPILOT_DISABLE_LOCAL_API_SERVER": "1", "SKYPILOT_DISABLE_USAGE_COLLECTION": "1", **extra}
+
+
+def _run(args, tmp_path, env):
+    return subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_managed_spot_render_is_what_skypilots_managed_jobs_path_accepts(state_dir, tmp_path):
+    """The issue's done-when render, then SkyPilot's own managed-jobs path on the file (managed_path.py)."""
+    fake_record("vllm")
+    env = _env(tmp_path, state_dir)
+    rendered = _run(["-m", "invoke", "--search-root", str(REPO_ROOT), *DONE_WHEN, "--out", "F.yaml"], tmp_path, env)
+    assert rendered.returncode == 0, rendered.stderr
+    assert "not run" not in rendered.stderr  # render's own dag.validate() ran: the catalog is in HOME
+    text = (tmp_path / "F.yaml").read_text()
+    assert "# Run:     r1: a new run" in text and "s3://my-bucket/runs/r1" in text
+
+    checked = _run(["-m", "tests.support.managed_path", str(tmp_path / "F.yaml")], REPO_ROOT,
+                   {**env, "PYTHONPATH": str(REPO_ROOT)})
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    seen = json.loads(checked.stdout.strip().splitlines()[-1])
+    assert seen["use_spot"] is True and seen["spot_feature_checked"] and seen["cloud"] == "AWS"
+    assert seen["job_recovery"] == {"strategy": "EAGER_NEXT_REGION", "max_restarts_on_errors": 3,
+                                    "recover_on_exit_codes": []}
+    assert seen["file_mounts"] == {"/checkpoints": "s3://my-bucket/runs"}
+    assert "trainer.resume_mode=latest " in seen["run"] and "trainer.ckpt_path=/checkpoints/r1 " in seen["run"]
+    # SkyPilot's controller restarts a [1, 137] failure (driver 1, cancelled worker 137) 3 times, then stops:
+    # a bug in the training code costs at most 3 re-provisionings.
+    assert seen["restarts_after_1_137"] == [True, True, True, False, False]
+
+
+@pytest.mark.parametrize("cloud", ["aws", "kubernetes", "gcp/us-central1"])
+def test_managed_without_durable_storage_is_one_line_and_writes_nothing(state_dir, tmp_path, cloud):
+    fake_record("vllm")
+    result = _run(["-m", "invoke", "--search-root", str(REPO_ROOT), "render", "--variant", "vllm", "--cloud", cloud,
+                   "--managed", "--spot", "--out", "F.yaml"], tmp_path, _env(tmp_path, state_dir))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("error: --managed needs durable checkpoint storage") and len(lines) == 2, result.stderr
+    assert lines[1] == "hint: give it a bucket: --bucket s3://BUCKET/PATH"
+    assert not (tmp_path / "F.yaml").exists() and not (tmp_path / "skypilot").exists()
+
+
+def test_the_driver_codes_of_a_bug_are_never_recovered_without_limit():
+    """SkyPilot recovers a code in recover_on_exit_codes without counting it (recovery_strategy.py
+    should_restart_on_failure): 1 (SkyRL's driver, bug or dead actor alike) and 137 (every node SkyPilot
+    cancels after a failure) must not be there, or a bug would restart forever."""
+    assert not {1, 137} & set(managed.RECOVER_ON_EXIT_CODES)
+    assert managed.MAX_RESTARTS_ON_ERRORS >= 1
+
+
+def test_without_a_bucket_nothing_changes(state_dir):
+    fake_record("vllm")
+    spec = build_spec("vllm", cloud="aws")
+    assert (spec.run_name, spec.managed, spec.spot) == (None, False, False)
+    assert spec.ckpt_path == "/root/ckpts/gsm8k_1.5B_ckpt"
+    assert "trainer.resume_mode=null" in training_overrides(spec)
+
+
+def test_spot_without_managed_warns(state_dir, capsys):
+    fake_record("vllm")
+    spec = build_spec("vllm", cloud="aws", spot=True)
+    assert spec.spot and not spec.managed
+    assert "WARNING: --spot without --managed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"run": "a", "resume": "b", "bucket": "s3://b/r"}, "--run and --resume are mutually exclusive"),
+    ({"resume": "r1"}, "--resume r1 needs the bucket that holds its checkpoints"),
+    ({"run": "../other", "bucket": "s3://b/r"}, "bad --run '../other': a run name is a folder under the bucket"),
+    ({"resume": "a/b", "bucket": "s3://b/r"}, "bad --resume 'a/b'"),
+    ({"bucket": "/data/ckpts"}, "bad --bucket '/data/ckpts' (an absolute directory only with --cloud local)"),
+    ({"managed": True, "cloud": "local"}, "--managed needs durable checkpoint storage"),
+])
+def test_bad_run_options_are_one_clear_error(state_dir, kwargs, message):
+    fake_record("vllm")
+    with pytest.raises(StackError, match=re.escape(message)) as err:
+        build_spec("vllm", **{"cloud": "aws", **kwargs})
+    assert "\n" not in err.value.message and err.value.hint
+
+
+def test_a_host_directory_is_a_bucket_only_for_the_local_cloud(state_dir):
+    fake_record("rehearsal", pushed=False)
+    spec = build_spec("rehearsal", cloud="local", nodes=2, managed=True, bucket="/srv/ckpts", run="r1")
+    assert (spec.bucket, spec.run_name, spec.ckpt_path) == ("/srv/ckpts", "r1", "/checkpoints/r1")
+
+
+@given(name=st.text(max_size=70))
+@settings(derandomize=True, database=None, deadline=None, max_examples=300)
+def test_any_run_name_is_a_single_safe_folder_or_one_line_refusal(name):
+    try:
+        parsed, resume = managed.parse_run(name, None, "vllm")
+    except StackError as err:
+        assert err.message.startswith("bad --run ") and err.hint
+        return
+    if name:
+        assert parsed == name and not resume
+        assert "/" not in parsed and ".." != parsed and parsed[0].isalnum() and len(parsed) <= 63
+        assert parsed.isascii() and parsed.isprintable() and " " not in parsed
+    else:  # no name: one is generated
+        assert re.fullmatch(r"vllm-\d{8}-\d{6}-[0-9a-f]{4}", parsed)
+
+
+def test_generated_run_names_differ_and_say_when():
+    assert managed.generated_run_name("vllm", now=0, token="abcd") == "vllm-19700101-000000-abcd"
+    assert len({managed.generated_run_name("vllm", now=0) for _ in range(20)}) > 1
+
+
+# --------------------------------------------------------------------------- the run's folder in S3 (moto)
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def s3(moto_url, monkeypatch, tmp_path):
+    """boto3 pointed at a clean moto account (as a user's AWS_ENDPOINT_URL would), with bucket `ckpts`."""
+    import boto3
+
+    requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(key)
+    for key, value in {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+                       "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")
+                       }.items():
+        monkeypatch.setenv(key, value)
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="ckpts")
+    return client
+
+
+def test_s3_run_folder_states(s3):
+    assert run_path_state("s3://missing-bucket/runs", "r1")[0] == "empty"  # SkyPilot creates it at launch
+    assert run_path_state("s3://ckpts/runs", "r1") == ("empty", "s3://ckpts/runs/r1 holds no checkpoints")
+    s3.put_object(Bucket="ckpts", Key="runs/r10/latest_ckpt_global_step.txt", Body=b"10")  # another run
+    s3.put_object(Bucket="ckpts", Key="runs/r1/notes.txt", Body=b"not a checkpoint")
+    assert run_path_state("s3://ckpts/runs", "r1")[0] == "empty"
+    s3.put_object(Bucket="ckpts", Key="runs/r1/global_step_10/policy/model_world_size_8_rank_0.pt", Body=b"x")
+    assert run_path_state("s3://ckpts/runs/", "r1") == ("has-checkpoints", "s3://ckpts/runs/r1 holds global_step_10")
+    s3.put_object(Bucket="ckpts", Key=f"r2/{POINTER}", Body=b"5")  # a bucket without a path
+    assert run_path_state("s3://ckpts", "r2") == ("has-checkpoints", f"s3://ckpts/r2 holds {POINTER}")
+
+
+def test_a_new_run_refuses_checkpoints_and_a_resume_needs_them(s3, state_dir):
+    fake_record("vllm")
+    s3.put_object(Bucket="ckpts", Key=f"runs/old/{POINTER}", Body=b"20")
+    with pytest.raises(StackError, match="^run old already has checkpoints .*latest_ckpt_global_step.txt") as err:
+        check_run_path(build_spec("vllm", cloud="aws", bucket="s3://ckpts/runs", run="old", managed=True))
+    assert "--resume old" in err.value.hint
+    assert check_run_path(build_spec("vllm", cloud="aws", bucket="s3://ckpts/runs", resume="old")) == "has-checkpoints"
+    with pytest.raises(StackError, match="^--resume nwe: no checkpoints to resume"):
+        check_run_path(build_spec("vllm", cloud="aws", bucket="s3://ckpts/runs", resume="nwe"))
+    assert check_run_path(build_spec("vllm", cloud="aws", bucket="s3://ckpts/runs", run="new")) == "empty"
+
+
+def test_a_folder_that_cannot_be_checked_is_a_warning(state_dir, monkeypatch, capsys):
+    fake_record("vllm")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    assert check_run_path(build_spec("vllm", cloud="aws", bucket="s3://ckpts/runs", run="r1")) == "unknown"
+    assert re.search(r"WARNING: could not check that s3://ckpts/runs/r1 holds no checkpoints: cannot list .*",
+                     capsys.readouterr().err)
+    assert check_run_path(build_spec("vllm", cloud="gcp", bucket="gs://ckpts/runs", resume="r1")) == "unknown"
+    assert ("WARNING: could not check that gs://ckpts/runs/r1 holds its checkpoints: gs storage is not checked "
+            "before launch (only s3:// is)") in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- launch --managed, autostop, jobs.*
+
+
+@pytest.fixture
+def server(monkeypatch, tmp_path):
+    """Every request to SkyPilot's API server, in order (skypilot_api._request replaced), with canned answers."""
+    calls: list = []
+    answers = {"jobs.launch": ([11], None), "jobs.tail_logs": 0, "jobs.cancel": None, "optimize": None,
+               "launch": (3, None), "tail_logs": 0, "jobs.queue_v2": ([], 0, {}, 0)}
+
+    def fake_request(request, /, *args, **kwargs):
+        calls.append((request, args, kwargs))
+        return answers[request]
+
+    monkeypatch.setattr(skypilot_api, "_request", fake_request)
+    monkeypatch.setattr(preflight, "check_plan_in_image", lambda image, overrides: "accepted")
+    monkeypatch.setenv("WANDB_API_KEY", "k")
+    monkeypatch.chdir(tmp_path)
+    return calls, answers
+
+
+def _names(calls):
+    return [name for name, _, _ in calls]
+
+
+def test_launch_managed_submits_the_rendered_task_as_the_runs_job(state_dir, server):
+    calls, _ = server
+    fake_record("vllm")
+    passed_smoke()
+    spec = build_spec("vllm", cloud="aws", nodes=2, managed=True, spot=True, bucket="gs://b/runs", run="r1")
+    assert launcher.launch(spec) == 0
+    assert _names(calls) == ["jobs.launch", "jobs.tail_logs"]
+    _, (task,), kwargs = calls[0]
+    assert kwargs == {"name": "r1"}
+    (resources,) = task.resources
+    assert resources.use_spot and resources.job_recovery == managed.job_recovery()
+    assert task.num_nodes == 2 and "trainer.ckpt_path=/checkpoints/r1 " in task.run
+    assert calls[1][2] == {"name": None, "job_id": 11, "follow": True}  # follows the job the launch made
+
+
+@pytest.mark.parametrize("kwargs, flags", [({"cluster": "c"}, "--cluster does"), ({"down": True, "autostop": 5},
+                                                                                     "--autostop, --down do")])
+def test_launch_managed_refuses_cluster_options(state_dir, server, kwargs, flags):
+    fake_record("vllm")
+    spec = build_spec("vllm", cloud="aws", managed=True, bucket="gs://b/runs")
+    with pytest.raises(StackError, match=f"^{flags} not apply to --managed$"):
+        launcher.launch(spec, **kwargs)
+    assert server[0] == []
+
+
+def test_managed_dry_run_shows_the_spot_and_the_on_demand_plan(state_dir, server, capsys):
+    calls, _ = server
+    fake_record("vllm")
+    spec = build_spec("vllm", cloud="aws", managed=True, spot=True, bucket="gs://b/runs")
+    assert launcher.launch(spec, dry_run=True) == 0
+    assert _names(calls) == ["optimize", "optimize"]  # nothing submitted
+    planned = [[r.use_spot for r in dag.tasks[0].resources] for _, (dag,), _ in calls]
+    assert planned == [[True], [False]]
+    err = capsys.readouterr().err
+    assert "plan on spot capacity (requested)" in err and "plan on on-demand capacity:" in err
+
+
+def test_managed_launch_asks_after_both_plans(state_dir, server, monkeypatch):
+    calls, _ = server
+    fake_record("vllm")
+    passed_smoke()
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    questions = []
+    monkeypatch.setattr("builtins.input", lambda prompt: questions.append(prompt) or "n")
+    spec = build_spec("vllm", cloud="aws", managed=True, spot=True, bucket="gs://b/runs", run="r2")
+    with pytest.raises(StackError, match="^launch of r2 not confirmed"):
+        launcher.launch(spec, confirm=True)
+    assert _names(calls) == ["optimize", "optimize"]
+    assert questions == ["Submit managed job r2 with this plan (COST is $ per hour for all 1 node(s))? [y/N] "]
+
+
+@pytest.mark.parametrize("cloud, kwargs, minutes, line", [
+    ("aws", {}, DEFAULT_AUTOSTOP_MINUTES, f"stops after {DEFAULT_AUTOSTOP_MINUTES} idle minutes (default"),
+    ("aws", {"autostop": "off"}, None, "no idle autostop (--autostop off)"),
+    ("aws", {"autostop": "0"}, 0, "stops after 1 idle minute(s)"),
+    ("aws", {"down": True}, None, "torn down when its job ends"),
+    ("kubernetes", {}, None, "Kubernetes cannot stop a cluster"),
+])
+def test_an_idle_cluster_stops_by_default(state_dir, server, capsys, cloud, kwargs, minutes, line):
+    calls, _ = server
+    fake_record("vllm")
+    launcher.launch(build_spec("vllm", cloud=cloud), dry_run=True, **kwargs)
+    (_, _, sent), = [c for c in calls if c[0] == "launch"]
+    assert sent["idle_minutes_to_autostop"] == minutes
+    assert line in capsys.readouterr().err
+
+
+def test_a_new_run_over_old_checkpoints_stops_the_launch_before_skypilot(s3, state_dir, server):
+    fake_record("vllm")
+    s3.put_object(Bucket="ckpts", Key=f"runs/r1/{POINTER}", Body=b"10")
+    with pytest.raises(StackError, match="^run r1 already has checkpoints"):
+        launcher.launch(build_spec("vllm", cloud="aws", managed=True, bucket="s3://ckpts/runs", run="r1"), dry_run=True)
+    assert server[0] == []
+
+
+def _job(job_id, name, status, recoveries):
+    """A queue row as SkyPilot's API server sends it (sky/schemas/api/responses.py ManagedJobRecord)."""
+    from sky.jobs.state import ManagedJobStatus
+    from sky.schemas.api.responses import ManagedJobRecord
+
+    return ManagedJobRecord(job_id=job_id, job_name=name, status=ManagedJobStatus[status], recovery_count=recoveries,
+                            resources="2x[L40S:4]")
+
+
+def test_jobs_status_shows_each_runs_recoveries(server, capsys):
+    calls, answers = server
+    answers["jobs.queue_v2"] = ([_job(4, "r1", "RUNNING", 2), _job(5, "r12", "RECOVERING", 0)], 2, {}, 2)
+    rows = managed_jobs.status("r1")
+    assert rows == [{"id": 4, "name": "r1", "status": "RUNNING", "recoveries": 2, "resources": "2x[L40S:4]"}]
+    assert calls[0][2]["name_match"] == "r1" and "recovery_count" in calls[0][2]["fields"]
+    assert capsys.readouterr().out.split() == ["4", "r1", "RUNNING", "recoveries", "2", "2x[L40S:4]"]
+
+
+def test_jobs_logs_and_cancel_name_the_job(server):
+    calls, answers = server
+    answers["jobs.tail_logs"] = 100  # SkyPilot's code for a failed managed job (sky/exceptions.py JobExitCode)
+    assert managed_jobs.logs("r1", follow=False) == 100
+    managed_jobs.cancel("r1")
+    assert calls == [("jobs.tail_logs", (), {"name": "r1", "job_id": None, "follow": False}),
+                     ("jobs.cancel", (), {"name": "r1", "job_ids": None})]
+    with pytest.raises(StackError, match="--run NAME or --job-id ID"):
+        managed_jobs.cancel()
+
+
+def test_the_request_seam_reaches_skypilots_managed_jobs_sdk():
+    """skypilot_api._request resolves "jobs.launch" on the real SDK (sky.jobs.launch in 0.14.1)."""
+    import inspect
+
+    import sky
+
+    assert list(inspect.signature(sky.jobs.launch).parameters)[:2] == ["task", "name"]
+    assert {"refresh", "skip_finished", "fields", "name_match"} <= set(inspect.signature(sky.jobs.queue_v2).parameters)
+    assert {"name", "job_id", "follow"} <= set(inspect.signature(sky.jobs.tail_logs).parameters)
+    assert {"name", "job_ids"} <= set(inspect.signature(sky.jobs.cancel).parameters)
