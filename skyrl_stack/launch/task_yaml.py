@@ -91,7 +91,7 @@ def header(spec: TaskSpec, command: str) -> str:
         f"# Note:    {ckpt}",
         *run_notes(spec),
         *plan_notes(spec),
-        ("# Launch:  invoke launch --managed ... (or: sky jobs launch -n NAME THIS_FILE --secret WANDB_API_KEY)"
+        (f"# Launch:  invoke launch --managed ... (or: sky jobs launch -n {spec.run_name} THIS_FILE --secret WANDB_API_KEY)"
          if spec.managed else "# Launch:  invoke launch ... (or: sky launch -c NAME THIS_FILE --secret WANDB_API_KEY)"),
     ]
     if spec.registry_login:

@@ -76,6 +76,8 @@ def test_managed_spot_render_is_what_skypilots_managed_jobs_path_accepts(state_d
     assert seen["restarts_after_1_137"] == [True, True, True, False, False]
 
 
+@pytest.mark.reliability("bad input", "`invoke render --managed` without `--bucket` (aws, kubernetes, gcp)",
+                         "one `error:`/`hint:` pair, exit 1, nothing written")
 @pytest.mark.parametrize("cloud", ["aws", "kubernetes", "gcp/us-central1"])
 def test_managed_without_durable_storage_is_one_line_and_writes_nothing(state_dir, tmp_path, cloud):
     fake_record("vllm")
@@ -310,6 +312,8 @@ def test_an_idle_cluster_stops_by_default(state_dir, server, capsys, cloud, kwar
     assert line in capsys.readouterr().err
 
 
+@pytest.mark.reliability("bad input", "`invoke launch --run r1` where the S3 run folder already holds checkpoints",
+                         "refused before any SkyPilot request, hint `--resume r1`")
 def test_a_new_run_over_old_checkpoints_stops_the_launch_before_skypilot(s3, state_dir, server):
     fake_record("vllm")
     s3.put_object(Bucket="ckpts", Key=f"runs/r1/{POINTER}", Body=b"10")

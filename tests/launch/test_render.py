@@ -243,7 +243,7 @@ def test_invoke_render_writes_under_skypilot(state_dir, tmp_path):
     skypilot_task(text)
 
 
-@pytest.mark.parametrize("variant", ["vllm", "sglang"])
+@pytest.mark.parametrize("variant", ["vllm", "sglang", "vllm-managed-spot"])
 def test_checked_in_examples_are_current_and_valid(variant):
     from skyrl_stack.launch.examples import render_example
 
