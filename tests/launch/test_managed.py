@@ -26,10 +26,11 @@ from hypothesis import strategies as st
 from skyrl_stack.errors import StackError
 from skyrl_stack.launch import launcher, managed, managed_jobs, preflight, skypilot_api
 from skyrl_stack.launch.options import DEFAULT_AUTOSTOP_MINUTES, build_spec
-from skyrl_stack.launch.run_paths import POINTER, check_run_path, run_path_state
+from skyrl_stack.launch.run_paths import POINTER, STEP_PREFIX, check_run_path, run_path_state
 from skyrl_stack.launch.task_spec import training_overrides
 from tests.launch.test_launch import passed_smoke
 from tests.launch.test_render import FAKE_DIGEST, FAKE_REPO, fake_record, no_skypilot_api_server  # noqa: F401
+from tests.launch.test_training_plan import SKYRL_VENV_PYTHON, VALIDATE_MANY, needs_skyrl_venv
 from tests.support.moto import moto_server
 from tests.support.paths import DATA, REPO_ROOT
 from tests.support.registry import free_port
@@ -361,3 +362,34 @@ def test_the_request_seam_reaches_skypilots_managed_jobs_sdk():
     assert {"refresh", "skip_finished", "fields", "name_match"} <= set(inspect.signature(sky.jobs.queue_v2).parameters)
     assert {"name", "job_id", "follow"} <= set(inspect.signature(sky.jobs.tail_logs).parameters)
     assert {"name", "job_ids"} <= set(inspect.signature(sky.jobs.cancel).parameters)
+
+
+@needs_skyrl_venv
+def test_skyrls_validate_cfg_accepts_the_managed_runs_overrides(state_dir):
+    """SkyRL 0.2.0's own config composition and validate_cfg (the skyrl tier's code, in .venv-skyrl) on the
+    command of a managed run: resume_mode=latest and the run's checkpoint folder are keys SkyRL takes."""
+    fake_record("vllm")
+    overrides = training_overrides(build_spec("vllm", cloud="aws", nodes=2, managed=True, spot=True,
+                                              bucket="s3://my-bucket/runs", run="r1"))
+    assert {"trainer.resume_mode=latest", "trainer.ckpt_path=/checkpoints/r1"} <= set(overrides)
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    result = subprocess.run([str(SKYRL_VENV_PYTHON), "-c", VALIDATE_MANY], input=json.dumps([overrides]),
+                            env=dict(env, PYTHONPATH=str(REPO_ROOT)), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [None]
+
+
+@needs_skyrl_venv
+def test_the_run_folder_check_reads_skyrls_own_names():
+    """run_paths' names and the resume mode are SkyRL 0.2.0's (its installed source, read with ast: importing
+    trainer_utils needs transformers, which the minimal .venv-skyrl lacks)."""
+    import ast
+
+    site = next(SKYRL_VENV_PYTHON.parent.parent.glob("lib/python3*/site-packages/skyrl_train"))
+    tree = ast.parse((site / "utils" / "trainer_utils.py").read_text())
+    constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
+                 for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}
+    (enum,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ResumeMode"]
+    modes = {n.value.value for n in enum.body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)}
+    assert constants["GLOBAL_STEP_PREFIX"] == STEP_PREFIX and managed.RESUME in modes
+    assert f'"{POINTER}"' in (site / "trainer.py").read_text()  # the pointer SkyRL writes and `latest` reads
