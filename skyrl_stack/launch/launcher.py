@@ -94,23 +94,20 @@ def launch(
 def _refuse_for_local(options: dict[str, bool]) -> None:
     """The local cluster runs in the foreground and is always removed at the end, so these
     options have nothing to act on; refusing beats silently starting containers on --dry-run."""
-    given = [flag for flag, on in options.items() if on]
-    if given:
-        raise StackError(
-            f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to --cloud local",
-            hint="the local cluster runs in the foreground and is removed when the job ends; "
-                 "`invoke render --cloud local` writes the task without starting containers",
-        )
+    _refuse(options, "--cloud local", "the local cluster runs in the foreground and is removed when the job ends; "
+                                      "`invoke render --cloud local` writes the task without starting containers")
 
 
 def _refuse_for_managed(options: dict[str, bool]) -> None:
+    """SkyPilot's jobs controller names, stops and tears down a managed job's clusters itself."""
+    _refuse(options, "--managed", "SkyPilot's jobs controller names the job's clusters and tears them down when "
+                                  "the job ends; `invoke jobs.cancel --run NAME` ends it early")
+
+
+def _refuse(options: dict[str, bool], where: str, hint: str) -> None:
     given = [flag for flag, on in options.items() if on]
     if given:
-        raise StackError(
-            f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to --managed",
-            hint="SkyPilot's jobs controller names the job's clusters and tears them down when the job ends; "
-                 "`invoke jobs.cancel --run NAME` ends it early",
-        )
+        raise StackError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to {where}", hint=hint)
 
 
 def _show_plans(task, spec: TaskSpec, spot: bool | None = None) -> None:
