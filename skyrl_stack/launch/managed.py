@@ -68,10 +68,12 @@ RESUME = "latest"
 # machine failed" only (see the module docstring).
 RECOVER_ON_EXIT_CODES: tuple[int, ...] = ()
 
-# A run name is a folder under the bucket and a SkyPilot managed job name: letters,
-# digits, '.', '_', '-', starting with a letter or digit (no '/', which would nest
-# another run's folder, no spaces). 63 characters: a DNS label, safe for any store.
-_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+# A run name is a folder under the bucket and the SkyPilot managed job's name: SkyPilot's
+# rule for names (sky/task.py _VALID_NAME_REGEX: alphanumeric at both ends, at most two
+# '.', '_' or '-' in a row), so no '/' that would nest in another run's folder, no spaces,
+# no '..' alone; at most 63 characters, a DNS label, safe for any store.
+_RUN_NAME = re.compile(r"[A-Za-z0-9]+(?:[._-]{1,2}[A-Za-z0-9]+)*")
+MAX_RUN_NAME = 63
 
 
 def job_recovery() -> dict:
@@ -98,9 +100,10 @@ def parse_run(run: str | None, resume: str | None, variant: str) -> tuple[str, b
     option = "--resume" if resume else "--run"
     if name is None or name == "":
         return generated_run_name(variant), False
-    if not _RUN_NAME.fullmatch(name):
-        raise StackError(f"bad {option} {name!r}: a run name is a folder under the bucket",
-                         hint="use letters, digits, '.', '_' and '-' (at most 63, starting with a letter or digit), e.g. r1")
+    if not _RUN_NAME.fullmatch(name) or len(name) > MAX_RUN_NAME:
+        raise StackError(f"bad {option} {name!r}: a run name is a folder under the bucket and a SkyPilot job name",
+                         hint=f"use letters and digits, joined by at most two of '.', '_', '-' (at most {MAX_RUN_NAME} "
+                              "characters, a letter or digit at both ends), e.g. gsm8k-r1")
     return name, bool(resume)
 
 

@@ -135,7 +135,7 @@ def test_a_host_directory_is_a_bucket_only_for_the_local_cloud(state_dir):
     assert (spec.bucket, spec.run_name, spec.ckpt_path) == ("/srv/ckpts", "r1", "/checkpoints/r1")
 
 
-@given(name=st.text(max_size=70))
+@given(name=st.text(max_size=70) | st.from_regex(r"[A-Za-z0-9._/-]{1,70}", fullmatch=True))
 @settings(derandomize=True, database=None, deadline=None, max_examples=300)
 def test_any_run_name_is_a_single_safe_folder_or_one_line_refusal(name):
     try:
@@ -143,12 +143,15 @@ def test_any_run_name_is_a_single_safe_folder_or_one_line_refusal(name):
     except StackError as err:
         assert err.message.startswith("bad --run ") and err.hint
         return
+    from sky.task import _is_valid_name  # SkyPilot's own rule for task and job names
+
     if name:
         assert parsed == name and not resume
         assert "/" not in parsed and ".." != parsed and parsed[0].isalnum() and len(parsed) <= 63
         assert parsed.isascii() and parsed.isprintable() and " " not in parsed
     else:  # no name: one is generated
         assert re.fullmatch(r"vllm-\d{8}-\d{6}-[0-9a-f]{4}", parsed)
+    assert _is_valid_name(parsed)
 
 
 def test_generated_run_names_differ_and_say_when():
@@ -393,3 +396,22 @@ def test_the_run_folder_check_reads_skyrls_own_names():
     modes = {n.value.value for n in enum.body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)}
     assert constants["GLOBAL_STEP_PREFIX"] == STEP_PREFIX and managed.RESUME in modes
     assert f'"{POINTER}"' in (site / "trainer.py").read_text()  # the pointer SkyRL writes and `latest` reads
+
+
+@pytest.mark.parametrize("args, message", [
+    (["jobs.cancel"], "error: name the managed job to cancel: --run NAME or --job-id ID (one of them)"),
+    (["jobs.logs", "--job-id", "x"], "error: bad --job-id 'x'"),
+    (["launch", "--variant", "vllm", "--cloud", "aws", "--managed", "--bucket", "gs://b/r", "--down"],
+     "error: --down does not apply to --managed"),
+    (["launch", "--variant", "vllm", "--cloud", "aws", "--autostop", "off", "--down"],
+     "error: --autostop off contradicts --down"),
+    (["render", "--variant", "vllm", "--bucket", "s3://b/r", "--run", "a", "--resume", "b"],
+     "error: --run and --resume are mutually exclusive"),
+])
+def test_invoke_managed_options_are_one_clear_line(state_dir, tmp_path, args, message):
+    fake_record("vllm")
+    result = _run(["-m", "invoke", "--search-root", str(REPO_ROOT), *args], tmp_path, _env(tmp_path, state_dir))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and lines[0] == message and len(lines) == 2 and lines[1].startswith("hint: "), \
+        result.stderr
+    assert not (tmp_path / "skypilot").exists()
