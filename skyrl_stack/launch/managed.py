@@ -20,13 +20,17 @@ skyrl_train.entrypoints.main_base` on the Ray head):
   (SkyRL 1ed499c, skyrl_train/entrypoints/main_base.py). Any exception there,
   Ray's included, is caught by Hydra's run_and_report, which prints it and
   calls `sys.exit(1)` (hydra-core 1.3.2, hydra/_internal/utils.py).
-- A dead policy/ref/inference actor (its node lost while the VM stays up, its
-  process killed, or aborted by torch's NCCL watchdog: with the default
-  TORCH_NCCL_ASYNC_ERROR_HANDLING=3 a timed-out collective tears the process
-  down through std::abort, SIGABRT) reaches the driver as Ray 2.48's
-  `RayTaskError(ActorDiedError)` (ray/exceptions.py ActorDiedError): exit 1.
+- A dead policy/ref/inference actor (its process killed, or aborted by
+  torch's NCCL watchdog: TORCH_NCCL_ASYNC_ERROR_HANDLING defaults to 3,
+  SkipCleanUp, for which SHOULD_TEAR_DOWN holds (torch/csrc/distributed/c10d/
+  ProcessGroupNCCL.hpp ErrorHandlingMode), so the watchdog thread rethrows the
+  timeout ("To avoid data inconsistency, we are taking the entire process
+  down") and std::terminate aborts the process, SIGABRT) reaches the driver as
+  Ray 2.48's `RayTaskError(ActorDiedError)` (ray/exceptions.py); a worker node
+  whose raylet is lost as `RayTaskError(ActorUnavailableError)`: exit 1.
   Measured here with Ray 2.48.0 and Hydra 1.3.2 (a Hydra main ray.get()ting a
-  task whose actor calls os.abort(), SIGKILLs itself, or raises): 1 each time.
+  task whose actor calls os.abort(), SIGKILLs itself or raises, and one whose
+  actor's node is killed with ray.cluster_utils): 1 each time.
   The NCCL watchdog's abort kills the actor process, never the driver, which
   runs no collective; 134 (SIGABRT) or 137 (SIGKILL) would be the head's code
   only if the driver process itself died so.
