@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import requests
@@ -415,3 +416,21 @@ def test_invoke_managed_options_are_one_clear_line(state_dir, tmp_path, args, me
     assert result.returncode == 1 and lines[0] == message and len(lines) == 2 and lines[1].startswith("hint: "), \
         result.stderr
     assert not (tmp_path / "skypilot").exists()
+
+
+@needs_skyrl_venv
+@pytest.mark.parametrize("failure", ["abort", "node", "raise"])
+def test_a_skyrl_shaped_driver_exits_1_for_a_dead_actor_a_lost_node_and_a_bug(tmp_path, failure):
+    """The exit codes the recovery policy is built on, with the real Ray 2.48.0 and Hydra 1.3.2 (the driver is a
+    stand-in for SkyRL's main_base, whose real trainer needs GPUs: tests/support/driver_exit.py)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    ray_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    try:
+        result = subprocess.run([str(SKYRL_VENV_PYTHON), str(REPO_ROOT / "tests" / "support" / "driver_exit.py"),
+                                 failure, ray_dir, f"hydra.run.dir={tmp_path}"], cwd=tmp_path,
+                                env={**env, "RAY_USAGE_STATS_ENABLED": "0"}, capture_output=True, text=True, timeout=240)
+    finally:
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    seen = {"abort": "ActorDiedError", "node": "ActorUnavailableError", "raise": "RuntimeError"}[failure]
+    assert result.returncode == 1 and f"RayTaskError({seen})" in result.stderr, result.stderr[-3000:]
+    assert result.returncode not in managed.RECOVER_ON_EXIT_CODES  # recovered only up to MAX_RESTARTS_ON_ERRORS
