@@ -427,8 +427,9 @@ def test_a_skyrl_shaped_driver_exits_1_for_a_dead_actor_a_lost_node_and_a_bug(tm
     ray_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     try:
         result = subprocess.run([str(SKYRL_VENV_PYTHON), str(REPO_ROOT / "tests" / "support" / "driver_exit.py"),
-                                 failure, ray_dir, f"hydra.run.dir={tmp_path}"], cwd=tmp_path,
-                                env={**env, "RAY_USAGE_STATS_ENABLED": "0"}, capture_output=True, text=True, timeout=240)
+                                 failure, f"hydra.run.dir={tmp_path}"], cwd=tmp_path,
+                                env={**env, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": ray_dir},
+                                capture_output=True, text=True, timeout=240)
     finally:
         shutil.rmtree(ray_dir, ignore_errors=True)
     seen = {"abort": "ActorDiedError", "node": "ActorUnavailableError", "raise": "RuntimeError"}[failure]

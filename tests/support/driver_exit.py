@@ -11,7 +11,7 @@ this keeps that shape with one actor, which fails as named by FAILURE:
 - node: the actor's node loses its raylet (ray.cluster_utils: SIGKILL), as a lost worker VM;
 - raise: a Python exception in the actor, a bug.
 
-`python tests/support/driver_exit.py FAILURE RAY_TEMP_DIR hydra.run.dir=DIR`: its exit code is the point.
+`RAY_TMPDIR=DIR python tests/support/driver_exit.py FAILURE hydra.run.dir=DIR`: its exit code is the point.
 """
 import os
 import signal
@@ -24,9 +24,9 @@ import ray
 from omegaconf import DictConfig
 
 FAILURE = sys.argv.pop(1)
-# A Ray of its own, in its own short temp dir (Unix socket paths are limited to 107 bytes): never
-# another process's cluster found through /tmp/ray, and nothing of it left there for others to find.
-TEMP_DIR = sys.argv.pop(1)
+# Run with RAY_TMPDIR set to a directory of its own: Ray's sessions and the address file that
+# ray.cluster_utils writes for `ray.init()` to find (ray_current_cluster) land there, never in
+# /tmp/ray where another process's `ray.init()` would find a dead cluster.
 
 
 @ray.remote(num_cpus=0)
@@ -52,14 +52,19 @@ def main(cfg: DictConfig) -> None:
     if FAILURE == "node":
         from ray.cluster_utils import Cluster
 
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "temp_dir": TEMP_DIR})
-        ray.init(address=cluster.address)  # the driver on the head, as skyrl-train runs there
-        worker = cluster.add_node(num_cpus=1, resources={"worker": 1}, temp_dir=TEMP_DIR)
-        cluster.wait_for_nodes()
-        threading.Timer(5, cluster.remove_node, (worker,), {"allow_graceful": False}).start()
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        try:
+            ray.init(address=cluster.address)  # the driver on the head, as skyrl-train runs there
+            worker = cluster.add_node(num_cpus=1, resources={"worker": 1})
+            cluster.wait_for_nodes()
+            threading.Timer(5, cluster.remove_node, (worker,), {"allow_graceful": False}).start()
+            ray.get(entrypoint.remote(FAILURE))
+        finally:
+            ray.shutdown()
+            cluster.shutdown()  # its processes, and the address file
     else:
-        ray.init(address="local", num_cpus=1, include_dashboard=False, _temp_dir=TEMP_DIR)
-    ray.get(entrypoint.remote(FAILURE))
+        ray.init(address="local", num_cpus=1, include_dashboard=False)  # a cluster of its own, ended at exit
+        ray.get(entrypoint.remote(FAILURE))
 
 
 if __name__ == "__main__":
