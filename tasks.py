@@ -170,11 +170,16 @@ _TASK_HELP = {
     "pull_secret": "Kubernetes: name of the imagePullSecret for the image",
     "logger": "wandb | console | tensorboard: what the image can run (default: wandb; console for rehearsal)",
     "network_tier": "best: ask for the cloud's fast interconnect (only with an image that can use it; see README)",
+    "managed": "a SkyPilot managed job (sky jobs launch): recovered after preemptions; needs --bucket",
+    "spot": "spot capacity (resources.use_spot); with --managed a preemption is recovered",
+    "run": "the run's name: its checkpoint folder under --bucket (default: <variant>-YYYYmmdd-HHMMSS-xxxx)",
+    "resume": "continue run NAME from its checkpoints under --bucket (they must exist)",
 }
 
 
 def _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, image, allow_tag,
-               registry_login, pull_secret, logger, registry, network_tier=None):
+               registry_login, pull_secret, logger, registry, network_tier=None, managed=False, spot=False, run=None,
+               resume=None):
     from skyrl_stack.launch.options import build_spec
 
     return build_spec(
@@ -182,6 +187,7 @@ def _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, i
         nodes=nodes if nodes is not None else default(c, "launch.nodes"), memory=memory, disk_size=disk_size, bucket=bucket,
         sets=set, image=image, allow_tag=allow_tag, registry_login=registry_login, pull_secret=pull_secret,
         logger=logger, default_gpus=None if gpus else default(c, "launch.gpus"), registry=registry, network_tier=network_tier,
+        managed=managed, spot=spot, run=run, resume=resume,
     )
 
 
@@ -190,14 +196,14 @@ def _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, i
 @reports_errors
 def render(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk_size=None, bucket=None, set=None,
            image=None, allow_tag=False, registry_login=None, pull_secret=None, logger=None, out=None, no_validate=False,
-           registry="generic", network_tier=None):
+           registry="generic", network_tier=None, managed=False, spot=False, run=None, resume=None):
     """Write the SkyPilot task YAML for a built image (by digest), checked by SkyPilot's own parser."""
     from skyrl_stack.launch.options import command_line
     from skyrl_stack.launch.render import render as render_task
     from skyrl_stack.project import shown
 
     spec = _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, image, allow_tag,
-                      registry_login, pull_secret, logger, registry, network_tier)
+                      registry_login, pull_secret, logger, registry, network_tier, managed, spot, run, resume)
     path, _ = render_task(spec, out=out, command=command_line(), check=not no_validate)
     print(shown(path))
 
@@ -205,7 +211,8 @@ def render(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk
 @task(iterable=["set", "env"], help={
     **_TASK_HELP, "cluster": "cluster name (default: skyrl-<variant>; --cloud local: skyrl-local-<variant>-xxxxxx)", "dry_run": "let SkyPilot plan, launch nothing",
     "detach": "return once the job is submitted (follow with `invoke logs`)",
-    "autostop": "stop the cluster after M idle minutes (with --down: tear it down)", "down": "tear down when done",
+    "autostop": "stop the cluster after M idle minutes (with --down: tear it down); default 30 for a cloud "
+                "launch that is not managed; `off`: keep it up while idle", "down": "tear down when done",
     "skip_smoke_gate": "launch without a passing smoke run of the digest and without SkyRL's check of the "
                        "training plan in the image (said loudly)",
     "env": "override a task env, KEY=VALUE (repeatable), e.g. SKYRL_RAY_JOIN_TIMEOUT=60",
@@ -215,7 +222,7 @@ def render(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk
 def launch(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk_size=None, bucket=None, set=None,
            image=None, allow_tag=False, registry_login=None, pull_secret=None, logger=None, cluster=None,
            dry_run=False, detach=False, autostop=None, down=False, skip_smoke_gate=False, env=None,
-           registry="generic", network_tier=None, yes=False):
+           registry="generic", network_tier=None, yes=False, managed=False, spot=False, run=None, resume=None):
     """Launch the task with SkyPilot (`--cloud local`: N local containers); exits with the job's code."""
     from invoke.exceptions import Exit
 
@@ -223,7 +230,7 @@ def launch(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk
     from skyrl_stack.launch.options import command_line, parse_env
 
     spec = _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, image, allow_tag,
-                      registry_login, pull_secret, logger, registry, network_tier)
+                      registry_login, pull_secret, logger, registry, network_tier, managed, spot, run, resume)
     code = launch_task(spec, cluster=cluster, dry_run=dry_run, detach=detach, autostop=autostop, down=down,
                        skip_smoke_gate=skip_smoke_gate, env_overrides=parse_env(env), command=command_line(),
                        confirm=not yes)
@@ -263,6 +270,47 @@ def down(c, cluster=None, stale=False):
 
     cluster_down(cluster or default_cluster(default(c, "image.variant")), stale=stale)
 
+
+# --------------------------------------------------------------------------- managed jobs
+
+_JOB_HELP = {"run": "the run's name (the managed job is named after it)", "job_id": "managed job id (`invoke jobs.status`)"}
+
+
+@task(name="status", help={"run": "only the jobs of this run"})
+@reports_errors
+def jobs_status(c, run=None):
+    """Managed jobs (invoke launch --managed): id, run, state and how many times SkyPilot recovered each."""
+    from skyrl_stack.launch.managed_jobs import status as managed_status
+
+    managed_status(run)
+
+
+@task(name="logs", help={**_JOB_HELP, "no_follow": "print what is there and return"})
+@reports_errors
+def jobs_logs(c, run=None, job_id=None, no_follow=False):
+    """Stream a managed job's logs across its recoveries (the latest job unless named); exits with its code."""
+    from invoke.exceptions import Exit
+
+    from skyrl_stack.launch.managed_jobs import logs as managed_logs
+
+    code = managed_logs(run, job_id=job_id, follow=not no_follow)
+    if code:
+        raise Exit(code=code)
+
+
+@task(name="cancel", help=_JOB_HELP)
+@reports_errors
+def jobs_cancel(c, run=None, job_id=None):
+    """Cancel a managed job (its cluster goes; its checkpoints stay in the bucket for --resume)."""
+    from skyrl_stack.launch.managed_jobs import cancel as managed_cancel
+
+    managed_cancel(run, job_id=job_id)
+
+
+jobs = Collection("jobs")
+jobs.add_task(jobs_status, name="status")
+jobs.add_task(jobs_logs, name="logs")
+jobs.add_task(jobs_cancel, name="cancel")
 
 # --------------------------------------------------------------------------- infra
 
@@ -317,4 +365,5 @@ infra.add_task(infra_outputs, name="outputs")
 infra.add_task(infra_down, name="down")
 infra.add_task(infra_skypilot_config, name="skypilot-config")
 
-ns = Collection(build, push, promote, lock_rehearsal, smoke, lint, test, bench, infra, render, launch, status, logs, down)
+ns = Collection(build, push, promote, lock_rehearsal, smoke, lint, test, bench, infra, jobs, render, launch, status, logs,
+                down)

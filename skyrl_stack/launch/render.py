@@ -36,7 +36,7 @@ def render(spec: TaskSpec, out: Path | None = None, command: str = "invoke rende
     text = to_yaml(task_config(spec), header(spec, command))
     if check:
         check_spec_accelerator(spec)
-        validate(yaml.safe_load(text))
+        validate(yaml.safe_load(text), managed=spec.managed)
     try:
         write_text_atomic(out, text)
     except OSError as exc:  # e.g. a parent that is a file, no permission

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from skyrl_stack.errors import StackError
 from skyrl_stack.image.refs import is_ecr, registry_host
 from skyrl_stack.launch.loggers import check_logger
+from skyrl_stack.launch.managed import RESUME
 from skyrl_stack.launch.training_plan import (
     BATCH_KEYS,
     CKPTS_KEY,
@@ -99,6 +100,10 @@ class TaskSpec:
     sets: tuple[tuple[str, str], ...] = ()
     data_dir: str = DATA_DIR
     pull_secret: str | None = None  # Kubernetes imagePullSecret name
+    managed: bool = False  # a SkyPilot managed job (sky.jobs.launch), recovered on preemption
+    spot: bool = False  # resources.use_spot
+    run_name: str | None = None  # the run's checkpoint folder under the bucket (--run / --resume)
+    resume: bool = False  # --resume: the run's checkpoints must exist (a new run refuses them)
 
     @property
     def gpus_per_node(self) -> int:
@@ -106,8 +111,8 @@ class TaskSpec:
 
     @property
     def ckpt_path(self) -> str:
-        if self.bucket:
-            return f"{BUCKET_MOUNT}/gsm8k_1.5B_ckpt"
+        if self.bucket:  # one folder per run: run_paths.py says why
+            return f"{BUCKET_MOUNT}/{self.run_name or 'gsm8k_1.5B_ckpt'}"
         return LOCAL_CKPT_DIR
 
     @property
@@ -346,6 +351,8 @@ def training_values(spec: TaskSpec) -> dict[str, str]:
         "trainer.ckpt_path": spec.ckpt_path,
         CKPTS_KEY: str(DEFAULT_CKPTS_TO_KEEP),
     })
+    if spec.bucket:  # durable: a first run and each recovery run one command (managed.py RESUME)
+        values["trainer.resume_mode"] = RESUME
     for key, value in spec.sets:
         values[key] = value
     check_batch_sets(plan, values)
