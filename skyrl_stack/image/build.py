@@ -51,7 +51,7 @@ def build_variants(
     chosen = _check_inputs(pins, variants, repository, cache_ref=cache_ref, git_token_env=git_token_env,
                            compression=compression)
     ca_bundle = _ca_bundle(ca_bundle)
-    engine.require_buildx()
+    builder = engine.require_buildx()  # the engine's own builder, named to buildx explicitly
 
     work = state_dir() / "build"
     work.mkdir(parents=True, exist_ok=True)
@@ -73,8 +73,9 @@ def build_variants(
         if unchanged:
             return unchanged
         started = time.monotonic()
-        digests = _run_bake(pins, definition, list(targets), work, progress=progress, no_cache=no_cache)
-        images = {name: _stored_image(client, digest) for name, digest in digests.items()}  # all, before any record
+        digests = _run_bake(pins, definition, list(targets), work, progress=progress, no_cache=no_cache,
+                            builder=builder)
+        images = {name: _stored_image(client, digest, builder) for name, digest in digests.items()}  # all, before any record
         seconds = round(time.monotonic() - started, 1)
         return [_tag_and_record(images[name], pins, name, repository, targets[name], digests[name],
                                 seconds=seconds, fingerprint=fingerprints[name]) for name in targets]
@@ -163,15 +164,17 @@ def build_lock(work: Path, wait_seconds: float | None = None):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _run_bake(pins, definition: dict, names: list[str], work: Path, *, progress: str, no_cache: bool) -> dict[str, str]:
-    """docker buildx bake the targets into the engine's store; {variant: manifest digest} from its metadata."""
+def _run_bake(pins, definition: dict, names: list[str], work: Path, *, progress: str, no_cache: bool,
+              builder: str) -> dict[str, str]:
+    """docker buildx bake the targets into the engine's store (with `builder`, the engine's own: see
+    engine.engine_builder); {variant: manifest digest} from its metadata."""
     bake_file, metadata_file = work / "bake.json", work / "metadata.json"
     write_json_atomic(bake_file, definition)
     metadata_file.unlink(missing_ok=True)
     listed = ", ".join(names)
     step(f"building {listed} (pins {pins.digest()}, SOURCE_DATE_EPOCH={pins.source_date_epoch})")
-    command = ["docker", "buildx", "bake", "--file", str(bake_file), "--metadata-file", str(metadata_file),
-               "--progress", progress]
+    command = ["docker", "buildx", "bake", "--builder", builder, "--file", str(bake_file),
+               "--metadata-file", str(metadata_file), "--progress", progress]
     if no_cache:
         command.append("--no-cache")
     command += names
@@ -215,10 +218,6 @@ def _tag_and_record(image, pins, variant: str, repository: str, target: dict, di
     return record
 
 
-# Everything the Dockerfile can read lives here (COPY and bind mounts).
-CONTEXT_PATHS = ("docker", "skyrl_stack", ".dockerignore")
-
-
 def _run_showing_output(command: list[str], env: dict) -> tuple[int, bool]:
     """Run the build, its output passed through to stderr as it comes; returns the exit code
     and whether a step failed on certificate verification."""
@@ -248,7 +247,7 @@ def input_fingerprint(target: dict, base_image_id: str = "") -> str:
 
 def _context_files() -> list[Path]:
     found = []
-    for name in CONTEXT_PATHS:
+    for name in bake.BUILD_INPUTS:
         top = project_root() / name
         candidates = [top] if top.is_file() else top.rglob("*")
         found += [p for p in candidates if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
@@ -295,12 +294,23 @@ def _unchanged_build(client, variant: str, repository: str, fingerprint: str) ->
     return record if _local_image(client, record.digest) is not None else None
 
 
-def _stored_image(client, digest: str):
+def _stored_image(client, digest: str, builder: str = ""):
     """The built image; the engine's image id must be the manifest digest BuildKit reported (what a registry will report)."""
     image = _local_image(client, digest)
     if image is None or image.id != digest:
-        raise StackError(
-            f"the engine does not hold the built image as {digest}",
-            hint='enable the containerd image store: {"features": {"containerd-snapshotter": true}} in /etc/docker/daemon.json',
-        )
+        raise StackError(f"the engine does not hold the built image as {digest}", hint=_missing_image_hint(client, builder))
     return image
+
+
+CONTAINERD_STORE = "io.containerd.snapshotter"  # `docker info` DriverStatus of the containerd image store
+
+
+def _missing_image_hint(client, builder: str) -> str:
+    """Why a built image is not in the engine under its digest: the graph-driver store (its image id is the config's
+    digest, not the manifest's), or, where the store is already containerd's, the builder exported it elsewhere."""
+    status = json.dumps(client.info().get("DriverStatus") or [])
+    if CONTAINERD_STORE not in status:
+        return ('enable the containerd image store: {"features": {"containerd-snapshotter": true}} in '
+                "/etc/docker/daemon.json")
+    return (f"the engine already uses the containerd image store; the builder {builder or '(unknown)'} exported the "
+            "image elsewhere: check `docker buildx ls` and that it is the engine's own (driver docker)")
