@@ -107,3 +107,17 @@ def registry(tmp_path):
             ours = [ref for ref in listed.stdout.split() if ref.startswith(f"{reg.host}/")]
             if ours:
                 subprocess.run(["docker", "image", "rm", *ours], capture_output=True)
+
+
+@pytest.fixture
+def remote_builder():
+    """A buildx builder of another driver than the engine's (`remote`, creatable offline; docker-container needs
+    the moby/buildkit image from Docker Hub), of this test's own name, removed after; never made the default.
+    It points at nothing (tcp://127.0.0.1:1): whatever it is asked to build fails."""
+    name = f"skyrl-test-remote-{os.getpid()}"
+    subprocess.run(["docker", "buildx", "create", "--name", name, "--driver", "remote", "tcp://127.0.0.1:1"],
+                   check=True, capture_output=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["docker", "buildx", "rm", name], capture_output=True)

@@ -23,18 +23,6 @@ INVOKE = str(Path(sys.executable).with_name("invoke"))
 pytestmark = pytest.mark.container
 
 
-@pytest.fixture
-def remote_builder():
-    """A remote-driver builder of this test's own name (created offline), removed after; never made the default."""
-    name = f"skyrl-test-remote-{os.getpid()}"
-    subprocess.run(["docker", "buildx", "create", "--name", name, "--driver", "remote", "tcp://127.0.0.1:1"],
-                   check=True, capture_output=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["docker", "buildx", "rm", name], capture_output=True)
-
-
 def _invoke_build(tmp_path, test_ca_bundle, builder_env: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, BUILDX_BUILDER=builder_env, SKYRL_STACK_WORKSPACE=str(tmp_path))
     return subprocess.run([INVOKE, "build", "--variant", "rehearsal", "--repository", TEST_REPOSITORY,
