@@ -22,7 +22,7 @@ from skyrl_stack import engine
 from skyrl_stack.errors import StackError
 from skyrl_stack.image import bake, rehearsal_lock
 from skyrl_stack.image.pins import load_pins
-from skyrl_stack.image.records import BuildRecord, load_build_record, state_dir, write_json_atomic
+from skyrl_stack.image.records import BuildRecord, load_build_record, state_dir, workspace_write, write_json_atomic
 from skyrl_stack.image.refs import validate_repository
 from skyrl_stack.project import project_root
 from skyrl_stack.reporter import step
@@ -54,7 +54,8 @@ def build_variants(
     builder = engine.require_buildx()  # the engine's own builder, named to buildx explicitly
 
     work = state_dir() / "build"
-    work.mkdir(parents=True, exist_ok=True)
+    with workspace_write(work):
+        work.mkdir(parents=True, exist_ok=True)
     with build_lock(work):
         definition = bake.bake_definition(
             pins, chosen, repository,
@@ -135,12 +136,15 @@ def build_lock(work: Path, wait_seconds: float | None = None):
     import fcntl
 
     path = work / ".lock"
-    with open(path, "a+") as handle:
+    # Unbuffered: a write the disk refuses fails where it is made, and nothing is left to flush at close.
+    with workspace_write(path):
+        handle = open(path, "a+b", buffering=0)
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = handle.read().decode(errors="replace").strip() or "another process"
             step(f"waiting for the build already running in this checkout ({holder}) to finish")
             deadline = None if wait_seconds is None else time.monotonic() + wait_seconds
             while True:
@@ -152,15 +156,13 @@ def build_lock(work: Path, wait_seconds: float | None = None):
                         raise StackError(f"another build is running in this checkout ({holder})",
                                          hint=f"wait for it to finish (it holds {path}); nothing was built") from None
                     time.sleep(0.5)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
+        with workspace_write(path):  # on a full disk the pid is refused (ENOSPC): one line
+            handle.truncate(0)
+            handle.write(f"pid {os.getpid()}".encode())
         try:
             yield
         finally:
-            handle.seek(0)
-            handle.truncate()
+            handle.truncate(0)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
@@ -170,7 +172,8 @@ def _run_bake(pins, definition: dict, names: list[str], work: Path, *, progress:
     engine.engine_builder); {variant: manifest digest} from its metadata."""
     bake_file, metadata_file = work / "bake.json", work / "metadata.json"
     write_json_atomic(bake_file, definition)
-    metadata_file.unlink(missing_ok=True)
+    with workspace_write(metadata_file):
+        metadata_file.unlink(missing_ok=True)
     listed = ", ".join(names)
     step(f"building {listed} (pins {pins.digest()}, SOURCE_DATE_EPOCH={pins.source_date_epoch})")
     command = ["docker", "buildx", "bake", "--builder", builder, "--file", str(bake_file),
