@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -10,7 +11,7 @@ import pytest
 from skyrl_stack.errors import StackError
 from skyrl_stack.image.push import PASSWORD_ENV, USER_ENV, classify_registry_error, content_tag, push_variant
 from skyrl_stack.image.records import load_build_record
-from tests.support.faults import Fault, FaultProxy
+from tests.support.faults import MANIFEST, Fault, FaultProxy
 from tests.support.registry import free_port
 
 REPO_NAME = "team/skyrl-stack"
@@ -242,3 +243,53 @@ def test_ctrl_c_after_the_push_completed_reports_success(built, registry, login,
     assert record.pushed["ref"] == f"{repo}@{built.digest}"
     assert registry.manifest_digest(REPO_NAME, "rehearsal-latest") == built.digest
     assert "interrupted after the push completed" in capsys.readouterr().err
+
+
+@container
+@pytest.mark.reliability("fault", "the registry's read-back of the pushed digest names another digest",
+                         "`error: registry reports ...`; no human tag moved, no local tag left behind")
+def test_a_read_back_that_disagrees_moves_no_tag_and_leaves_no_local_tag(built, registry, login, other_manifest):
+    """The registry answers the read-back of the pushed tag with another manifest it holds (a real one, so the
+    engine can follow it: `other_manifest`)."""
+    first = content_tag("rehearsal", built.digest)
+    readback = Fault("digest", count=1000, methods=("HEAD", "GET"), path=re.compile(rf"^/v2/.+/manifests/{first}$"),
+                     digest=other_manifest)
+    with FaultProxy(registry.host, readback) as proxy:
+        repo = f"{proxy.host}/{REPO_NAME}"
+        with pytest.raises(StackError, match=rf"registry reports {other_manifest} for {re.escape(repo)}:{first}"):
+            push_variant("rehearsal", repository=repo, skip_smoke_gate=True, backoff_seconds=0.05)
+    assert proxy.faults_injected  # the read-back went through the fault
+    assert registry.tags(REPO_NAME) == sorted([first, "other"])  # only the digest's own tag reached the registry
+    assert _local_tags(built.digest, repo) == []
+    assert load_build_record("rehearsal").pushed == {}
+
+
+@pytest.fixture
+def other_manifest(registry, tmp_path) -> str:
+    """A one-file image made here and pushed to `registry` under REPO_NAME:other; its manifest digest there.
+    Its local tag goes with the registry fixture (every tag of the registry's host)."""
+    from skyrl_stack import engine
+
+    (tmp_path / "other").write_text("another image\n")
+    subprocess.run(["tar", "-C", str(tmp_path), "-cf", str(tmp_path / "other.tar"), "other"], check=True)
+    ref = f"{registry.host}/{REPO_NAME}:other"
+    subprocess.run(["docker", "import", str(tmp_path / "other.tar"), ref], check=True, capture_output=True)
+    auth = {"username": registry.user, "password": registry.password, "serveraddress": registry.host}
+    for event in engine.client().api.push(f"{registry.host}/{REPO_NAME}", tag="other", stream=True, decode=True,
+                                          auth_config=auth):
+        assert "error" not in event, event
+    return registry.manifest_digest(REPO_NAME, "other")
+
+
+@container
+@pytest.mark.reliability("fault", "the last human tag's manifest push keeps failing (500) after the others moved",
+                         "`error: registry ... unreachable`; every local tag the push made is removed")
+def test_a_push_that_fails_half_way_removes_every_local_tag_it_made(built, registry, login):
+    latest = Fault(500, count=1000, methods=("PUT",), path=re.compile(MANIFEST.pattern + "rehearsal-latest$"))
+    with FaultProxy(registry.host, latest) as proxy:
+        repo = f"{proxy.host}/{REPO_NAME}"
+        with pytest.raises(StackError, match="unreachable"):
+            push_variant("rehearsal", repository=repo, skip_smoke_gate=True, attempts=2, backoff_seconds=0.05)
+    moved = set(registry.tags(REPO_NAME))
+    assert content_tag("rehearsal", built.digest) in moved and "rehearsal-latest" not in moved  # it did fail half-way
+    assert _local_tags(built.digest, repo) == []
