@@ -30,7 +30,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.support.registry import free_port
+from tests.support.registry import TEMPORARY_HOSTS, free_port, remove_local_tags
 
 # Blob upload requests of the distribution API: POST to start, PATCH for chunks, PUT to finish.
 BLOB_UPLOAD = re.compile(r"^/v2/.+/blobs/uploads/")
@@ -66,6 +66,7 @@ class FaultProxy:
 
     def __enter__(self) -> "FaultProxy":
         proxy = self
+        TEMPORARY_HOSTS.add(self.host)
         self._lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
@@ -168,5 +169,7 @@ class FaultProxy:
         return self
 
     def __exit__(self, *exc) -> None:
+        """Stop it and remove the local tags a push through it left under its host."""
         self.server.shutdown()
         self.server.server_close()
+        remove_local_tags(self.host)
