@@ -144,6 +144,6 @@ def engine_builder() -> Builder:
                      else "the builder `docker buildx use` chose")
         step(f"{chosen_by} names no builder docker buildx knows; building with the engine's own builder {name!r}")
     elif active.name != own.name:
-        step(f"the active builder {active.name!r} (driver {active.driver or 'unknown'}) would keep the image "
-             f"inside itself; building with the engine's own builder {name!r}, which stores it in the engine")
+        step(f"the active builder {active.name!r} (driver {active.driver or 'unknown'}) does not store images in "
+             f"this engine; building with the engine's own builder {name!r}, which does")
     return own

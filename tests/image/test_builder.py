@@ -38,8 +38,8 @@ def test_another_drivers_active_builder_is_passed_over_for_the_engines(docker_en
     assert engine.inspect_builder(remote_builder).driver == "remote"
     result = _invoke_build(tmp_path, test_ca_bundle, remote_builder)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (f"==> the active builder {remote_builder!r} (driver remote) would keep the image inside itself; "
-            "building with the engine's own builder 'default'") in result.stderr
+    assert (f"==> the active builder {remote_builder!r} (driver remote) does not store images in this engine; "
+            "building with the engine's own builder 'default', which does") in result.stderr
     assert 'building with "default" instance using docker driver' in result.stderr  # buildx's own line
     record = json.loads((tmp_path / ".skyrl-stack" / "builds" / "rehearsal.json").read_text())
     held = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", record["tags"][0]],
