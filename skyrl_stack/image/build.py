@@ -281,9 +281,21 @@ def _up_to_date(client, repository: str, fingerprints: dict[str, str]) -> list[B
     if not all(unchanged):
         return None
     for record in unchanged:
+        _restore_tags(client, record)
         step(f"{record.variant}: up to date, {record.digest} (inputs unchanged since {record.built_at}; "
              "--no-cache rebuilds)")
     return unchanged
+
+
+def _restore_tags(client, record: BuildRecord) -> None:
+    """Give the recorded image back the record's tags that are gone (removed by hand, or moved by another
+    build): an up-to-date build leaves the engine as a build would."""
+    image = client.images.get(record.digest)
+    for ref in record.tags:
+        if ref not in image.tags:
+            repo, tag = ref.rsplit(":", 1)
+            image.tag(repo, tag)
+            step(f"{record.variant}: tagged {ref} again")
 
 
 def _unchanged_build(client, variant: str, repository: str, fingerprint: str) -> BuildRecord | None:

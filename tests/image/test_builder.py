@@ -70,3 +70,24 @@ def test_an_engine_without_a_docker_driver_builder_is_one_line_naming_it(docker_
                                          r"builder of that name$") as err:
         engine.engine_builder()
     assert "driver `docker`" in err.value.hint and "containerd" not in err.value.hint
+
+
+def test_an_up_to_date_build_gives_back_a_removed_tag(docker_engine, tmp_path, test_ca_bundle):
+    """`invoke build` said "up to date" and left the image without the tag a user (or a test) had removed."""
+    repository = f"{TEST_REPOSITORY}-retag"  # its own names: the session image's tags stay as they are
+    command = [INVOKE, "build", "--variant", "rehearsal", "--repository", repository, "--base-image",
+               TEST_BASE_IMAGE, "--ca-bundle", str(test_ca_bundle), "--progress", "quiet"]
+    env = dict(os.environ, SKYRL_STACK_WORKSPACE=str(tmp_path))
+    subprocess.run(command, env=env, check=True, capture_output=True)
+    record = json.loads((tmp_path / ".skyrl-stack" / "builds" / "rehearsal.json").read_text())
+    try:
+        descriptive, pins_tag = record["tags"]
+        subprocess.run(["docker", "image", "rm", descriptive], check=True, capture_output=True)
+        again = subprocess.run(command, env=env, capture_output=True, text=True)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert f"rehearsal: tagged {descriptive} again" in again.stderr and "up to date" in again.stderr
+        held = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", descriptive], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        assert held == record["digest"]
+    finally:
+        subprocess.run(["docker", "image", "rm", *record["tags"]], capture_output=True)
