@@ -130,6 +130,23 @@ def test_ecr_uses_the_iam_role_and_kubernetes_uses_pull_secrets(records, tmp_pat
     skypilot_task(text)
 
 
+@pytest.mark.parametrize("cloud", ["gcp", "azure/eastus", "lambda"])
+def test_an_ecr_image_off_aws_needs_a_credential_never_an_empty_password(records, tmp_path, cloud):
+    """SkyPilot's password-less ECR login runs `aws ecr get-login-password` with the node's own AWS
+    identity (sky/provision/docker_utils.py DockerInitializer.initialize): only AWS nodes have one."""
+    ecr = "123456789012.dkr.ecr.us-east-1.amazonaws.com/skyrl-stack@" + FAKE_DIGEST
+    for login in (None, "ecr", "AWS:"):
+        with pytest.raises(StackError, match=r"have no AWS identity for SkyPilot's ECR login") as refused:
+            build_spec("vllm", cloud=cloud, image=ecr, registry_login=login)
+        assert refused.value.hint.startswith("launch with --cloud aws, or give a token")
+        assert "--registry-login AWS:ECR_TOKEN@123456789012.dkr.ecr.us-east-1.amazonaws.com" in refused.value.hint
+    _, text = render(build_spec("vllm", cloud=cloud, image=ecr, registry_login="AWS:ECR_TOKEN"), out=tmp_path / "t.yaml")
+    secrets = yaml.safe_load(text)["secrets"]
+    assert secrets["SKYPILOT_DOCKER_PASSWORD"] is None  # a secret given at launch, from $ECR_TOKEN
+    assert secrets["SKYPILOT_DOCKER_SERVER"] == "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+    skypilot_task(text)
+
+
 def test_bucket_is_the_checkpoint_path(records, tmp_path):
     _, text = render(build_spec("vllm", cloud="gcp", bucket="gs://my-ckpts/run1"), out=tmp_path / "b.yaml")
     config = yaml.safe_load(text)
