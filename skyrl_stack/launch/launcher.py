@@ -50,7 +50,7 @@ def launch(
     refuse_unreachable(spec.image)
     # What can be refused without work comes first: the gate and the plan check may pull a large image.
     confirm = confirm and not dry_run
-    secrets = preflight(spec, dry_run=dry_run, confirm=confirm, skip_smoke_gate=skip_smoke_gate)
+    secrets = preflight(spec, dry_run=dry_run, confirm=confirm, skip_smoke_gate=skip_smoke_gate, cluster=cluster)
     path, _ = render(spec, command=command)
     step(f"rendered {path}")
     task = _sky_task(path, env_overrides, secrets)

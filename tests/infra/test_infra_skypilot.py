@@ -19,8 +19,29 @@ def validate_skypilot_config(config: dict) -> None:
 def test_config_layer_passes_skypilot_schema():
     config = yaml.safe_load(CONFIG.read_text())
     validate_skypilot_config(config)
-    assert config["aws"]["remote_identity"] == "SKYRL_STACK_INSTANCE_PROFILE"  # filled by infra.skypilot-config
+    # SkyPilot's list form, first match wins: controllers get a profile that can launch, every other
+    # cluster the node profile; infra.skypilot-config fills both in (applied by SkyPilot: test_node_identity).
+    assert config["aws"]["remote_identity"] == [{"sky-jobs-controller-*": "SKYRL_STACK_CONTROLLER_PROFILE"},
+                                                {"sky-serve-controller-*": "SKYRL_STACK_CONTROLLER_PROFILE"},
+                                                {"*": "SKYRL_STACK_INSTANCE_PROFILE"}]
     assert "--ipc=host" in config["docker"]["run_options"]
+
+
+def test_skypilots_loader_reads_the_layer_as_a_project_config(tmp_path, monkeypatch):
+    """sky/skypilot_config.py loads it as SkyPilot's client does (SKYPILOT_PROJECT_CONFIG over ~/.sky/config.yaml)."""
+    from sky import skypilot_config
+
+    (tmp_path / ".sky").mkdir()
+    (tmp_path / ".sky" / "config.yaml").write_text("aws:\n  use_internal_ips: true\n")  # the user's own
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("SKYPILOT_PROJECT_CONFIG", str(CONFIG))
+    try:
+        skypilot_config.reload_config()
+        assert skypilot_config.get_nested(("aws", "remote_identity"), None)[-1] == {"*": "SKYRL_STACK_INSTANCE_PROFILE"}
+        assert skypilot_config.get_nested(("aws", "use_internal_ips"), None) is True  # the user's config is kept
+    finally:
+        monkeypatch.undo()
+        skypilot_config.reload_config()
 
 
 def test_schema_check_can_fail():
