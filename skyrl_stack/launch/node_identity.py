@@ -74,7 +74,7 @@ def require_node_access(spec: TaskSpec, cluster: str) -> None:
     raise StackError(
         f"launch refused: the nodes of {cluster} could not {' or '.join(blocked)}: they run as instance profile "
         f"{profile} ({source}), and {why}",
-        hint=_fix_hint(spec),
+        hint=_fix_hint(spec, profile),
     )
 
 
@@ -148,8 +148,9 @@ def _role_lacks(profile: str, needs: list[tuple[str, str]], region: str) -> tupl
     return True, role, missing(statements, needs)
 
 
-def _fix_hint(spec: TaskSpec) -> str:
-    """What to run: the stack's config layer, whose node profile can pull from its repository and use its bucket."""
+def _fix_hint(spec: TaskSpec, profile: str) -> str:
+    """What to run: the stack's config layer, whose node profile can pull from its repository and use its
+    bucket; with that layer already in effect, the image or bucket to use instead."""
     from skyrl_stack.infra.aws_stack import UP_HINT, cached_outputs
     from skyrl_stack.infra.skypilot_config import CONFIG_ENV, skypilot_config_path
 
@@ -159,6 +160,10 @@ def _fix_hint(spec: TaskSpec) -> str:
         return f"run {UP_HINT}, then invoke infra.skypilot-config and export the {CONFIG_ENV} line it prints"
     region = recorded["region"]
     bucket = recorded["outputs"].get("CheckpointBucketName")
+    if profile == recorded["outputs"]["InstanceProfileName"]:
+        return (f"the stack's node profile may pull only from {recorded['outputs']['RepositoryUri']} "
+                f"(invoke push --variant {spec.variant} --registry ecr)"
+                + (f" and use only s3://{bucket} (--bucket s3://{bucket}/RUN)" if bucket else ""))
     hint = (f"run: invoke infra.skypilot-config --region {region} && "
             f"export {CONFIG_ENV}={skypilot_config_path(region)} (its nodes' profile "
             f"{recorded['outputs']['InstanceProfileName']} can pull from {recorded['outputs']['RepositoryUri']}")

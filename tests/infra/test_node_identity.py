@@ -235,8 +235,11 @@ def test_nodes_that_cannot_pull_the_ecr_image_are_refused_with_what_to_run(aws, 
     require_node_access(spec, "my-run")  # any task cluster name gets it
     # ... but not an image in another repository of the account
     other = ecr_spec({"RepositoryUri": outputs["RepositoryUri"].replace("/skyrl-stack", "/other")})
-    with pytest.raises(StackError, match=r"is not allowed ecr:BatchCheckLayerAvailability, ecr:GetDownloadUrlForLayer"):
+    with pytest.raises(StackError, match=r"is not allowed ecr:BatchCheckLayerAvailability, ecr:GetDownloadUrlForLayer"
+                       ) as refused:
         require_node_access(other, "skyrl-rehearsal")
+    assert refused.value.hint.startswith(f"the stack's node profile may pull only from {outputs['RepositoryUri']} "
+                                         "(invoke push --variant rehearsal --registry ecr)")
 
 
 def test_the_bucket_is_checked_when_skypilot_mounts_it_with_the_node_identity(
@@ -256,7 +259,8 @@ def test_the_bucket_is_checked_when_skypilot_mounts_it_with_the_node_identity(
     with pytest.raises(StackError, match=r"could not use s3://not-the-stacks-bucket/runs: .* is not allowed "
                                          r"s3:ListBucket, s3:GetObject, s3:PutObject, s3:DeleteObject$") as refused:
         require_node_access(ecr_spec(outputs, bucket="s3://not-the-stacks-bucket/runs"), "skyrl-rehearsal")
-    assert refused.value.hint.endswith(f"and use s3://{outputs['CheckpointBucketName']})")
+    assert refused.value.hint.endswith(f"use only s3://{outputs['CheckpointBucketName']} "
+                                       f"(--bucket s3://{outputs['CheckpointBucketName']}/RUN)")
 
     # Static keys on the API server: SkyPilot embeds them in the node's rclone config, the role is not used.
     monkeypatch.setattr(clouds.AWS, "should_use_env_auth_for_s3", classmethod(lambda cls: False))
