@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import TEST_BASE_IMAGE
 
+pytestmark = pytest.mark.container
 FIRST = 'PACKAGES="'
 LAST = "# Detect distro for mirror fallback"
 
