@@ -50,3 +50,22 @@ def test_schema_check_can_fail():
     config["aws"]["remote_identiy"] = config["aws"].pop("remote_identity")
     with pytest.raises(ValueError, match="remote_identiy"):
         validate_skypilot_config(config)
+
+
+def test_a_stack_from_before_the_controller_profile_is_asked_to_update(state_dir):
+    """Outputs recorded from an older stack (no controller profile): one line saying how to update it."""
+    import json
+
+    from skyrl_stack.errors import StackError
+    from skyrl_stack.infra.skypilot_config import write_skypilot_config
+
+    (state_dir / "infra").mkdir(parents=True)
+    (state_dir / "infra" / "aws-us-west-2.json").write_text(json.dumps({
+        "cloud": "aws", "region": "us-west-2", "stack_name": "skyrl-stack-registry",
+        "outputs": {"RepositoryUri": "123456789012.dkr.ecr.us-west-2.amazonaws.com/skyrl-stack",
+                    "InstanceProfileName": "node-profile", "InstanceProfileArn": "arn:aws:iam::1:instance-profile/n"}}))
+    with pytest.raises(StackError, match=r"^stack skyrl-stack-registry in us-west-2 lacks the outputs "
+                                         r"ControllerInstanceProfileName$") as refused:
+        write_skypilot_config("us-west-2")
+    assert refused.value.hint == "update it: invoke infra.up --cloud aws --region us-west-2"
+    assert not (state_dir / "infra" / "skypilot-aws-us-west-2.yaml").exists()
