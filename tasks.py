@@ -353,10 +353,10 @@ def infra_down(c, cloud="aws", region=None, stack_name=None):
 @task(help={"region": "region of the recorded stack (default: the only one recorded)"})
 @reports_errors
 def infra_skypilot_config(c, region=None):
-    """Write the SkyPilot config layer with the stack's instance profile; prints the SKYPILOT_CONFIG line."""
-    from skyrl_stack.infra.skypilot_config import write_skypilot_config
+    """Write the SkyPilot config layer with the stack's instance profile; prints the line that puts it in effect."""
+    from skyrl_stack.infra.skypilot_config import CONFIG_ENV, write_skypilot_config
 
-    print(f"export SKYPILOT_CONFIG={write_skypilot_config(region)}")
+    print(f"export {CONFIG_ENV}={write_skypilot_config(region)}")
 
 
 infra = Collection("infra")

@@ -172,15 +172,26 @@ def managed_run(variant: str, cloud: str | None, bucket: str | None, *, managed:
 
 def disk_need(spec: TaskSpec, gpu_image: bool) -> DiskNeed:
     """What one node's disk must hold: the image, and for training the model, data and checkpoints
-    (of the model trainer.policy.model.path names, model_sizes.py; the seed's is training_plan's CKPT_GB, DATA_GB)."""
+    (of the model trainer.policy.model.path names, model_sizes.py; the seed's is training_plan's CKPT_GB, DATA_GB).
+
+    On Kubernetes `disk_size` is the pod's ephemeral-storage request (SkyPilot
+    0.14.1 sky/clouds/kubernetes.py make_deploy_resources_variables), and the
+    optimizer keeps only nodes whose ephemeral-storage capacity holds it
+    (sky/provision/kubernetes/utils.py check_instance_fits). The kubelet does
+    not charge image layers to a pod's ephemeral storage, so the image's share
+    is left out there: asking for it would rule out nodes that fit.
+    """
+    image_gb, note = MIN_DISK_GB[gpu_image], ""
+    if spec.cloud == "kubernetes":
+        image_gb, note = 0, "the pod's ephemeral-storage request; image layers are not counted"
     if spec.backend is None:
-        return DiskNeed(image_gb=MIN_DISK_GB[gpu_image], data_gb=0, checkpoints=0)
+        return DiskNeed(image_gb=image_gb, data_gb=0, checkpoints=0, note=note)
     values = training_values(spec)
     size = model_size(values[MODEL_KEY])
     if size is None:
-        return DiskNeed(image_gb=MIN_DISK_GB[gpu_image], data_gb=0, checkpoints=0, unsized_model=values[MODEL_KEY])
-    return DiskNeed(image_gb=MIN_DISK_GB[gpu_image], data_gb=size.download_gb,
-                    checkpoints=checkpoints_on_disk(values), ckpt_gb=size.ckpt_gb)
+        return DiskNeed(image_gb=image_gb, data_gb=0, checkpoints=0, unsized_model=values[MODEL_KEY], note=note)
+    return DiskNeed(image_gb=image_gb, data_gb=size.download_gb,
+                    checkpoints=checkpoints_on_disk(values), ckpt_gb=size.ckpt_gb, note=note)
 
 
 def sized_disk(spec: TaskSpec, var, disk_size) -> int:
