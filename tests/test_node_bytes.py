@@ -136,3 +136,22 @@ def test_readme_block_is_the_accounting(accounted):
     ratio = accounted["vllm"]["totals"]["image"]["compressed"] / accounted["vllm"]["totals"]["setup"]["compressed"]
     assert f"about {ratio:.1f}x the bytes" in readme
     assert "moves about the same bytes" not in readme
+
+
+def test_the_figures_render_states_are_the_accounting(accounted):
+    """skyrl_stack/launch/image_bytes.json (what render and launch print) is what `invoke bench --part bytes` computes."""
+    from skyrl_stack.launch.cold_start import image_bytes
+
+    assert image_bytes() == node_bytes.launch_figures(accounted)
+
+
+def test_readme_disk_tier_figures_are_the_plans():
+    """The README's disk tier paragraph quotes the vllm plan's own figures (cold_start.PullPlan)."""
+    from skyrl_stack.launch.cold_start import pull_plan
+
+    plan = pull_plan("vllm", "aws")
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    assert (f"the vllm image's {plan.unpacked / 1e9:.2f} GB take {plan.write_s('medium'):.0f} s to write at `medium` "
+            f"against a {plan.download_s:.0f} s download") in readme
+    assert f"at `high` they take {plan.write_s('high'):.0f} s" in readme
+    assert f"unpack to about {plan.unpacked / plan.compressed:.1f}x their compressed bytes" in readme

@@ -247,16 +247,22 @@ def run(parts: list[str], repeat: int = 3, readme: bool = True) -> Path:
     return out / "bench.json"
 
 
-def cold_start_block(parts: list[str], readme: bool = True) -> Path:
+def cold_start_block(parts: list[str], readme: bool = True, root: Path | None = None) -> Path:
     """`--part bytes` (offline: skyrl_stack/dev/node_bytes.py) and `--part coldstart` (skyrl_stack/dev/coldstart.py):
-    each writes reports/bench-<part>.json; README's cold start block is made from both files, whichever exist."""
+    each writes reports/bench-<part>.json; README's cold start block is made from both files, whichever exist.
+    root: the checkout written to (default: this one)."""
     from skyrl_stack.dev import node_bytes
     from skyrl_stack.project import project_root
 
-    out = project_root() / "reports"
+    root = root or project_root()
+    out = root / "reports"
     out.mkdir(exist_ok=True)
     if "bytes" in parts:
-        (out / "bench-bytes.json").write_text(json.dumps(node_bytes.accounting(), indent=1) + "\n")
+        result = node_bytes.accounting()
+        (out / "bench-bytes.json").write_text(json.dumps(result, indent=1) + "\n")
+        # What render and launch state per node (skyrl_stack/launch/cold_start.py reads it).
+        figures = root / "skyrl_stack" / "launch" / "image_bytes.json"
+        figures.write_text(json.dumps(node_bytes.launch_figures(result), indent=1, sort_keys=True) + "\n")
     if "coldstart" in parts:
         from skyrl_stack.dev import coldstart
 
@@ -267,8 +273,9 @@ def cold_start_block(parts: list[str], readme: bool = True) -> Path:
     if (out / "bench-coldstart.json").exists():
         from skyrl_stack.dev import coldstart
 
-        text += ("\n" if text else "") + coldstart.markdown(json.loads((out / "bench-coldstart.json").read_text()))
+        accounted = json.loads((out / "bench-bytes.json").read_text()) if (out / "bench-bytes.json").exists() else None
+        text += ("\n" if text else "") + coldstart.markdown(json.loads((out / "bench-coldstart.json").read_text()), accounted)
     if readme:
-        replace_readme_table(project_root() / "README.md", text, COLDSTART_BEGIN, COLDSTART_END)
+        replace_readme_table(root / "README.md", text, COLDSTART_BEGIN, COLDSTART_END)
     print(text)
     return out / "bench-bytes.json"

@@ -155,6 +155,18 @@ def accounting() -> dict:
     return out
 
 
+def launch_figures(result: dict) -> dict:
+    """What render states per node (skyrl_stack/launch/image_bytes.json): totals per variant, with their source."""
+    rehearsal = json.loads(_paths()["rehearsal"].read_text())
+    figures = {variant: {"compressed": result[variant]["totals"]["image"]["compressed"],
+                         "unpacked": result[variant]["totals"]["image"]["unpacked"],
+                         "source": "estimate: invoke bench --part bytes"} for variant in GPU_VARIANTS}
+    figures["rehearsal"] = {"compressed": sum(layer["compressed"] for layer in rehearsal["layers"]),
+                            "unpacked": sum(layer["unpacked"] for layer in rehearsal["layers"]),
+                            "source": "measured: the rehearsal image's layers"}
+    return figures
+
+
 def _gb(value: int) -> str:
     return f"{value / GB:.2f}"
 
