@@ -2,10 +2,12 @@
 the README rows, and an empty engine that leaves the user's engine as found."""
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +127,16 @@ def test_the_empty_engine_leaves_the_hosts_links_and_the_users_engine_as_found(t
     assert "docker0" in before and "docker0" in during and before - during <= {n for n in before if n.startswith("veth")}
     assert own.split()[1] == "0" and own.split()[0] != engines_before.split()[0]  # empty, and not the user's engine
     assert not {n for n in after if n.startswith("skyrlcs")} and not (tmp_path / "engine").exists()
+    assert str(tmp_path) not in Path("/proc/mounts").read_text()  # nothing of it left mounted
+
+
+def test_readme_quotes_the_bytes_each_flow_fetched():
+    """The README's prose quotes the cold start block's fetched bytes (bytes do not vary from run to run)."""
+    from tests.support.paths import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = readme.split(bench.COLDSTART_BEGIN, 1)[1].split(bench.COLDSTART_END, 1)[0]
+    image_mb, setup_mb = (int(x) for x in re.search(r"pull [\d.]+ s of (\d+) MB\) \| [\d.]+ s \(install [\d.]+ s, (\d+) MB",
+                                                    block).groups())
+    prose = " ".join(readme.split(bench.COLDSTART_END, 1)[1].split())
+    assert f"its image flow fetches {image_mb} MB" in prose and f"against the setup flow's {setup_mb} MB" in prose
