@@ -261,6 +261,10 @@ def test_invoke_launch_local_end_to_end(rehearsal_image, tmp_path, nodes):
                   if line.startswith(f"(node{rank}) skyrl-phase: node {rank}: ")]
         assert phases == (["image-started", "ray-joined", "training-started"] if rank == 0
                           else ["image-started", "ray-joined"]), "\n".join(lines)
+    # A worker's join is reported when it joins, not when its skyrl-ray-up ends (at the head's release).
+    released = next(i for i, line in enumerate(lines) if line.startswith("(node0) skyrl-ray-up: released the workers' jobs"))
+    assert all(next(i for i, line in enumerate(lines) if line.startswith(f"(node{rank}) skyrl-phase: node {rank}: ray-joined"))
+               < released for rank in range(1, nodes)), "\n".join(lines)
     assert re.search(r"^\(node1\) skyrl-phase: node 1: ray-joined at \d\d:\d\d:\d\dZ, \d+\.\d s after image-started; "
                      r"\d+\.\d s since the container started, \d+\.\d+ s since the machine booted$", result.stdout, re.M)
     # Rendered under the workspace (skyrl_stack/project.py), not the directory invoke ran in.
