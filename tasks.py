@@ -115,8 +115,9 @@ def test(c, suite="all", pytest_args=""):
     c.run(pytest_command(suite, pytest_args), pty=False)
 
 
-@task(help={"part": "benchmarks to run, comma-separated: image,start,launch,layers (default all; "
-                    "without image, the rehearsal build record's image is measured)",
+@task(help={"part": "benchmarks to run, comma-separated: image,start,launch,layers,bytes,coldstart (default all; "
+                    "without image, the rehearsal build record's image is measured; bytes: the per-node byte "
+                    "table, offline; coldstart: image vs setup at the same bandwidth)",
             "repeat": "runs per timed figure (median reported)",
             "no_readme": "write reports/bench.{json,md} only, leave README's performance table as it is"})
 @reports_errors

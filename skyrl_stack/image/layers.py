@@ -168,15 +168,15 @@ def select(text: str, group: str) -> str:
     return "".join(entry + "\n" for name, entry in entries(text) if group_of(name) == group)
 
 
-def _sizes_by_group(export_text: str, lock: dict, environment: dict, tags: set) -> dict:
-    """Wheel bytes per group for the packages of an export that apply in `environment`."""
+def _chosen_wheels(export_text: str, lock: dict, environment: dict, tags: set) -> list[tuple[str, dict | None]]:
+    """(package, the wheel uv would pick or None) for the packages of an export that apply in `environment`."""
     from packaging.markers import Marker
     from packaging.utils import parse_wheel_filename
 
     packages = {}
     for package in lock["package"]:
         packages.setdefault(normalise(package["name"]), []).append(package)
-    totals = {group: {"bytes": 0, "packages": 0, "unsized": []} for group in GROUP_NAMES}
+    chosen = []
     for name, entry in entries(export_text):
         first = entry.splitlines()[0]
         marker = first.split(";", 1)[1].strip() if ";" in first else ""
@@ -189,6 +189,16 @@ def _sizes_by_group(export_text: str, lock: dict, environment: dict, tags: set) 
             candidates = [p for p in candidates if p.get("source", {}).get("url") == url] or candidates
         wheel = next((w for p in candidates for w in p.get("wheels", ())
                       if tags & set(parse_wheel_filename(w["url"].rsplit("/", 1)[-1].replace("%2B", "+"))[3])), None)
+        if wheel is None and version is None:  # a URL wheel: the lock entry's wheel has the URL, and no size
+            wheel = {"url": first.split("@", 1)[1].split(";", 1)[0].strip()}
+        chosen.append((name, wheel))
+    return chosen
+
+
+def _sizes_by_group(chosen: list[tuple[str, dict | None]]) -> dict:
+    """Wheel bytes per group for the chosen wheels (``_chosen_wheels``)."""
+    totals = {group: {"bytes": 0, "packages": 0, "unsized": []} for group in GROUP_NAMES}
+    for name, wheel in chosen:
         group = totals[group_of(name)]
         group["packages"] += 1
         if wheel is None or "size" not in wheel:
@@ -203,9 +213,15 @@ def expected_gpu_layers(export_text: str, lock_text: str, python: str = "3.12") 
     """The GPU image's Python layers as the lock's compressed wheel bytes per group, for linux x86_64 CPython.
 
     export_text: `uv export --frozen --no-hashes --no-emit-project --extra X` of the lock (uv decides
-    which packages an extra installs); lock_text: the uv.lock, whose wheel entries carry `size`. The
-    wheel is the one uv would pick: a tag the interpreter supports (packaging.tags, manylinux x86_64).
+    which packages an extra installs); lock_text: the uv.lock, whose wheel entries carry `size`.
     """
+    return _sizes_by_group(locked_wheels(export_text, lock_text, python))
+
+
+def locked_wheels(export_text: str, lock_text: str, python: str = "3.12") -> list[tuple[str, dict | None]]:
+    """(package, wheel) for each package an export installs on linux x86_64 CPython: the wheel uv would
+    pick (a tag the interpreter supports: packaging.tags, manylinux x86_64), as the lock records it (url,
+    and size where the lock has one); None where the lock has no wheel for it (a source distribution)."""
     import tomllib  # novermin: host side only (the layer table estimate), Python 3.11+
 
     from packaging import tags
@@ -218,7 +234,7 @@ def expected_gpu_layers(export_text: str, lock_text: str, python: str = "3.12") 
     environment = {"sys_platform": "linux", "platform_machine": "x86_64", "platform_system": "Linux",
                    "os_name": "posix", "implementation_name": "cpython", "platform_python_implementation": "CPython",
                    "python_version": f"{major}.{minor}", "python_full_version": f"{major}.{minor}.0", "extra": ""}
-    return _sizes_by_group(export_text, tomllib.loads(lock_text), environment, supported)
+    return _chosen_wheels(export_text, tomllib.loads(lock_text), environment, supported)
 
 
 def _export_with_hashes(extra: str) -> str:

@@ -63,6 +63,7 @@ def launch(
     secrets = preflight(spec, dry_run=dry_run, confirm=confirm, skip_smoke_gate=skip_smoke_gate, cluster=cluster)
     path, _ = render(spec, command=command)
     step(f"rendered {path}")
+    show_pull_plan(spec)
     task = _sky_task(path, env_overrides, secrets)
     if spec.managed:
         if confirm or dry_run:
@@ -90,6 +91,16 @@ def launch(
         step(f"job {job_id} submitted on {cluster}; follow it with: invoke logs --cluster {cluster}")
         return 0
     return logs(cluster, job_id=job_id, follow=True)
+
+
+def show_pull_plan(spec: TaskSpec) -> None:
+    """Before SkyPilot's plan: what each fresh node pulls, how long at the stated bandwidth, its disk tier
+    (SkyPilot shows nothing while a node pulls, skypilot#10141)."""
+    from skyrl_stack.launch.cold_start import pull_plan
+
+    plan = pull_plan(spec.variant, spec.cloud)
+    for line in plan.lines(spec.cloud) if plan else ():
+        step(" ".join(line.split()))
 
 
 def _refuse_for_local(options: dict[str, bool]) -> None:

@@ -10,6 +10,7 @@ can end a comment and become YAML.
 from __future__ import annotations
 
 from skyrl_stack.image.pins import load_pins
+from skyrl_stack.launch.cold_start import pull_plan
 from skyrl_stack.launch.options import disk_need
 from skyrl_stack.launch.managed import job_recovery
 from skyrl_stack.launch.registry_access import login_note, login_secrets
@@ -55,6 +56,9 @@ def _resources(spec: TaskSpec) -> dict:
     if spec.memory:
         resources["memory"] = spec.memory
     resources["disk_size"] = spec.disk_size
+    plan = pull_plan(spec.variant, spec.cloud)
+    if plan and plan.tier:  # a disk that keeps up with the pull (cold_start.py)
+        resources["disk_tier"] = plan.tier
     if spec.network_tier_best:
         resources["network_tier"] = "best"
     if spec.spot:
@@ -91,6 +95,7 @@ def header(spec: TaskSpec, command: str) -> str:
         f"# Note:    {ckpt}",
         *run_notes(spec),
         *plan_notes(spec),
+        *pull_notes(spec),
         (f"# Launch:  invoke launch --managed ... (or: sky jobs launch -n {spec.run_name} THIS_FILE --secret WANDB_API_KEY)"
          if spec.managed else "# Launch:  invoke launch ... (or: sky launch -c NAME THIS_FILE --secret WANDB_API_KEY)"),
     ]
@@ -155,6 +160,12 @@ def plan_notes(spec: TaskSpec) -> list[str]:
     lines.append(f"# Ckpts:   {kept} ({CKPTS_KEY}={keep}; --set {CKPTS_KEY}=N changes it, -1 keeps all) in {spec.ckpt_path}")
     lines.append(f"# Disk:    {spec.disk_size} GB per node; the plan needs {disk_need(spec, load_pins().variant(spec.variant).gpu).breakdown()}")
     return lines
+
+
+def pull_notes(spec: TaskSpec) -> list[str]:
+    """Header lines: what each fresh node pulls and writes, at the stated bandwidth, and its disk tier."""
+    plan = pull_plan(spec.variant, spec.cloud)
+    return [f"# {line}" for line in plan.lines(spec.cloud)] if plan else []
 
 
 _SECTION_NOTES = {

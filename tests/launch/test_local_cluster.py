@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -316,6 +317,18 @@ def test_invoke_launch_local_end_to_end(rehearsal_image, tmp_path, nodes):
     assert f"(node0) skyrl-ray-up: all {nodes} nodes joined the Ray cluster at" in "\n".join(lines)
     assert f"(node0) rehearsal job: OK on {nodes} nodes" in lines
     assert [f"(node{rank}) [local cluster] exited with code 0" in lines for rank in range(nodes)] == [True] * nodes
+    # Each node prints when its cold-start phases end (skyrl-phase, from run:), in order; training on the head only.
+    for rank in range(nodes):
+        phases = [line.split(": ")[2].split(" at ")[0] for line in lines
+                  if line.startswith(f"(node{rank}) skyrl-phase: node {rank}: ")]
+        assert phases == (["image-started", "ray-joined", "training-started"] if rank == 0
+                          else ["image-started", "ray-joined"]), "\n".join(lines)
+    # A worker's join is reported when it joins, not when its skyrl-ray-up ends (at the head's release).
+    released = next(i for i, line in enumerate(lines) if line.startswith("(node0) skyrl-ray-up: released the workers' jobs"))
+    assert all(next(i for i, line in enumerate(lines) if line.startswith(f"(node{rank}) skyrl-phase: node {rank}: ray-joined"))
+               < released for rank in range(1, nodes)), "\n".join(lines)
+    assert re.search(r"^\(node1\) skyrl-phase: node 1: ray-joined at \d\d:\d\d:\d\dZ, \d+\.\d s after image-started; "
+                     r"\d+\.\d s since the container started, \d+\.\d+ s since the machine booted$", result.stdout, re.M)
     # Rendered under the workspace (skyrl_stack/project.py), not the directory invoke ran in.
     workspace = rehearsal_image.state_dir.parent
     assert not (tmp_path / "skypilot").exists()
