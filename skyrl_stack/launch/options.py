@@ -16,9 +16,11 @@ from dataclasses import replace
 from skyrl_stack.errors import StackError
 from skyrl_stack.image.pins import load_pins
 from skyrl_stack.image.refs import REGISTRIES
+from skyrl_stack.launch.hydra_overrides import check_composes, check_sets
 from skyrl_stack.launch.registry_access import node_login, task_image
 from skyrl_stack.launch.run_script import ENV_BOUND
 from skyrl_stack.launch.task_spec import (
+    MAX_DISK_GB,
     TaskSpec,
     apply_spec_sets,
     checkpoints_on_disk,
@@ -30,6 +32,7 @@ from skyrl_stack.launch.task_spec import (
     parse_sets,
     parse_whole_number,
     refuse_control_characters,
+    training_overrides,
     training_values,
 )
 from skyrl_stack.launch.training_plan import DATA_GB, DiskNeed
@@ -89,6 +92,7 @@ def build_spec(
     network_tier_best = parse_network_tier(network_tier)
     if not var.has_skyrl and sets:
         raise StackError(f"--set is for the training command; variant {variant!r} has none", hint="use --variant vllm or sglang")
+    check_sets(sets)  # Hydra's grammar and SkyRL's config (hydra_overrides), before the plan reads any of them
     image = task_image(variant, image, registry, allow_tag)
     memory = parse_memory(memory)
     bucket = parse_bucket(bucket)
@@ -111,7 +115,10 @@ def build_spec(
     )
     spec = apply_spec_sets(spec) if var.has_skyrl else spec
     # Sized (and the training plan checked, refusing a shape SkyRL cannot run) before anything is written.
-    return replace(spec, disk_size=sized_disk(spec, var, disk_size))
+    spec = replace(spec, disk_size=sized_disk(spec, var, disk_size))
+    if var.has_skyrl:
+        check_composes(training_overrides(spec))  # the whole list, as SkyRL's entry point will compose it
+    return spec
 
 
 def parse_network_tier(value: str | None) -> bool:
@@ -139,6 +146,10 @@ def disk_need(spec: TaskSpec, gpu_image: bool) -> DiskNeed:
 def sized_disk(spec: TaskSpec, var, disk_size) -> int:
     """--disk-size if it holds the plan (one-line error if not); by default exactly what the plan needs."""
     need = disk_need(spec, var.gpu)
+    if need.gb > MAX_DISK_GB:
+        raise StackError(f"the {spec.variant} plan needs {need.gb} GB per node ({need.breakdown()}), more than the "
+                         f"largest disk a cloud offers ({MAX_DISK_GB} GB)",
+                         hint="keep fewer checkpoints (--set trainer.max_ckpts_to_keep=2) or train fewer epochs")
     if disk_size in (None, ""):
         return need.gb
     disk = parse_disk_size(disk_size)

@@ -20,9 +20,11 @@ from skyrl_stack.launch.training_plan import (
     SEED_MINI_BATCH,
     SEED_SAMPLES_PER_PROMPT,
     SEED_TRAIN_BATCH,
+    TENSOR_PARALLEL_KEY,
     BatchPlan,
     check_batch_sets,
     checkpoints_written,
+    inference_engines,
     parse_ckpts_to_keep,
     plan_batches,
 )
@@ -336,7 +338,9 @@ def training_values(spec: TaskSpec) -> dict[str, str]:
         "trainer.placement.ref_num_gpus_per_node": str(gpus),
         "trainer.placement.policy_num_nodes": str(spec.nodes),
         "trainer.placement.ref_num_nodes": str(spec.nodes),
-        "generator.num_inference_engines": str(gpus * spec.nodes),
+        # Re-derived when --set changes the tensor-parallel size (the last value wins, as in Hydra).
+        "generator.num_inference_engines": str(inference_engines(spec.nodes, gpus,
+                                                                 dict((*GSM8K_GRPO, *spec.sets))[TENSOR_PARALLEL_KEY])),
     })
     values.update(dict(GSM8K_GRPO[4:]))
     values.update(plan.overrides())  # same keys as the seed's: their places in the command stay

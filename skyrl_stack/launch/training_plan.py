@@ -45,6 +45,8 @@ BATCH_KEYS = {
     "samples": "generator.n_samples_per_prompt",
 }
 SOURCE = "SkyRL utils.py validate_batch_sizes"
+# colocate_all (validate_cfg): policy GPUs == inference engines x this x data parallel size (1).
+TENSOR_PARALLEL_KEY = "generator.inference_engine_tensor_parallel_size"
 
 # Checkpoints: keep the last two (the newest may be half-written when a job dies while saving).
 CKPTS_KEY = "trainer.max_ckpts_to_keep"
@@ -169,6 +171,20 @@ def check_batch_sets(plan: BatchPlan, values: dict[str, str]) -> None:
         raise StackError(f"SkyRL would refuse this training plan on {plan.dp} GPUs: {problem}", hint=hint)
 
 
+def inference_engines(nodes: int, gpus_per_node: int, tensor_parallel: str) -> int:
+    """generator.num_inference_engines for colocate_all: every GPU of the policy serves inference, one engine per
+    tensor-parallel group of GPUs within a node (validate_cfg: policy GPUs == engines x tensor parallel size)."""
+    gpus = max(gpus_per_node, 1)
+    try:
+        size = int(tensor_parallel)
+    except ValueError:
+        size = 0
+    if size < 1 or gpus % size:
+        raise StackError(f"bad --set {TENSOR_PARALLEL_KEY}={tensor_parallel}: it must divide the {gpus} GPU(s) per node",
+                         hint=f"use a divisor of {gpus}, so that each engine's GPUs are on one node, or change --gpus")
+    return nodes * gpus // size
+
+
 def parse_ckpts_to_keep(value: str) -> int:
     """SkyRL's trainer.max_ckpts_to_keep: N > 0 keeps the last N, -1 (any negative) keeps all; 0 is refused."""
     try:
@@ -184,6 +200,9 @@ def parse_ckpts_to_keep(value: str) -> int:
 
 def checkpoints_written(train_batch: int, epochs: int, ckpt_interval: int) -> int:
     """How many checkpoints a full GSM8K run saves: every ckpt_interval steps plus the final one (trainer.py)."""
+    if epochs < 0:  # SkyRL's range(epochs) trains nothing, and a negative count would shrink the disk below the image
+        raise StackError(f"bad --set trainer.epochs={epochs}: a negative number of epochs",
+                         hint="use 1 or more (0 runs only the evaluation before training)")
     if ckpt_interval <= 0:
         return 0
     steps = GSM8K_TRAIN_ROWS // train_batch * epochs
