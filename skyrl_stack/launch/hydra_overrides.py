@@ -244,6 +244,8 @@ def _prefix_hint(config: dict, key: str) -> str:
 
 
 def _unknown_key_hint(config: dict, key: str) -> str:
+    if _lookup(config, key.rpartition(".")[0]) == {}:  # a section SkyRL leaves for the user to fill
+        return f"add it with SkyRL's form: --set +{key}=VALUE"
     close = difflib.get_close_matches(key, list(_leaves(config)), n=1, cutoff=0.8)
     where = f"skyrl_train/config/ppo_base_config.yaml at SkyRL {SKYRL_COMMIT[:12]}"
     return f"did you mean {close[0]}? (keys: {where})" if close else f"see {where} for its keys"
