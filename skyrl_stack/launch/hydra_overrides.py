@@ -40,7 +40,9 @@ PLAN_KEYS = {
                                              "checks' divisor)",
     "trainer.ckpt_path": "--bucket (or the nodes' disks without one; the disk is sized for it)",
 }
-# Hydra's prefixes (OverrideType): what each does, and why render takes none of them (but see FREE_FORM).
+# Whole-number defaults that are fractions to SkyRL (LoRA dropout 0): a float fits them.
+FRACTIONS = {"trainer.policy.model.lora.dropout", "trainer.critic.model.lora.dropout"}
+# Hydra's prefixes (OverrideType): what each does, and why render takes none of them (but see _adds_free_form).
 PREFIXES = {
     "ADD": ("+", "adds a new key to SkyRL's config"),
     "FORCE_ADD": ("++", "adds or overrides a key, past render's checks"),
@@ -95,7 +97,10 @@ def check_sets(sets: tuple[tuple[str, str], ...]) -> None:
             raise StackError(f"bad --set {item}: Hydra reads it as a sweep, which SkyRL's entry point refuses",
                              hint=f"a list is --set {shell_word(f'{name}=[{text}]')}; a string: --set "
                                   f"{shell_word(f'{name}={hydra_quoted(text)}')}")
-        problem = _kind_problem(base, override.value())
+        if "???" in _strings(override.value()):  # OmegaConf's MISSING: SkyRL's first read of it raises
+            raise StackError(f"bad --set {item}: ??? is OmegaConf's marker for a missing value",
+                             hint=_value_hint(key, text, base))
+        problem = None if name in FRACTIONS else _kind_problem(base, override.value())
         if problem:
             raise StackError(f"bad --set {item}: SkyRL's {name} is {problem} ({_as_override(base)} in its config), "
                              f"Hydra reads {text!r} as {_kind_of(override.value())}", hint=_value_hint(key, text, base))
@@ -170,8 +175,9 @@ def _kind_problem(base, value) -> str | None:
 
     By the default's type: true/false stays a bool, a whole number an int, a number
     an int or finite float, a list a list; a string takes a string or a number (Hydra
-    reads `trainer.run_name=2024` as 2024; SkyRL formats it) and null where SkyRL's
-    config itself uses null for "unset" (null defaults take anything).
+    reads `trainer.run_name=2024` as 2024; SkyRL formats it); a string or a list also
+    takes null, SkyRL's own "unset" (its example sets trainer.resume_mode=null); a null
+    default takes anything.
     """
     if base is None or (isinstance(base, str) and "${" in base):  # null, or a resolver render cannot follow
         return None
@@ -189,6 +195,14 @@ def _kind_problem(base, value) -> str | None:
     else:  # list
         fits = value is None or isinstance(value, list)
     return None if fits else _KINDS.get(kind, kind.__name__)
+
+
+def _strings(value) -> list[str]:
+    """Every string in a parsed value (itself, or inside its lists and dicts)."""
+    if isinstance(value, str):
+        return [value]
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return [text for pair in items for part in pair for text in _strings(part)]
 
 
 def _kind_of(value) -> str:

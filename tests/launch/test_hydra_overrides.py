@@ -113,6 +113,9 @@ REFUSED = {
     "trainer.run_name=${trainer.seed}": r"\$\{\.\.\.\} is an interpolation",
     "trainer.run_name='${oc.env:HOME}'": r"\$\{\.\.\.\} is an interpolation",
     "trainer.epochs=${trainer.seed}": r"\$\{\.\.\.\} is an interpolation",
+    # OmegaConf's marker for a missing value: composes, then SkyRL's first read of it raises
+    "trainer.run_name=???": r"\?\?\? is OmegaConf's marker for a missing value$",
+    "generator.sampling_params.stop=[a, ???]": r"\?\?\? is OmegaConf's marker",
     # sweeps (SkyRL's entry point runs once)
     "trainer.epochs=1,2": r"Hydra reads it as a sweep",
     "trainer.epochs=range(3)": r"Hydra reads it as a sweep",
@@ -181,6 +184,11 @@ def test_a_free_form_section_takes_skyrls_own_plus_form():
     assert argv[-1] == "+generator.engine_init_kwargs.max_model_len=4096"
 
 
+def test_a_fraction_fits_a_whole_number_default_that_skyrl_uses_as_one():
+    argv = skyrl_train_argv(spec_for("trainer.policy.model.lora.dropout=0.1"))
+    assert parse(argv[-1]) == ("trainer.policy.model.lora.dropout", 0.1)
+
+
 def test_the_tensor_parallel_size_re_derives_the_engine_count():
     overrides = dict(item.split("=", 1) for item in training_overrides(
         spec_for("generator.inference_engine_tensor_parallel_size=2", nodes=2)))
@@ -198,7 +206,8 @@ KINDS = ["trainer.run_name",  # 'test_run'
          "+generator.engine_init_kwargs.max_model_len"]  # free-form
 HYDRA_LOOKING = st.sampled_from(["1", "-3", "1_000", "+5", "007", "1.5", "1e-3", "inf", "true", "False", "null", "",
                                  "[1, 2]", "[a, 'b c']", "[]", "{a: 1}", "{}", "'x'", '"y"', "1,2", "a b", " spaced ",
-                                 "\\,", "a\\ b", "'it\\'s'", "choice(1,2)", "x@y", "/abs/path", "?*|%"])
+                                 "\\,", "a\\ b", "'it\\'s'", "choice(1,2)", "x@y", "/abs/path", "?*|%", "???",
+                                 "[true, null]", "[[1], {a: b}]", "0.9", "-0.0"])
 TEXT = st.one_of(VALUE, HYDRA_LOOKING, st.integers().map(str), st.floats().map(repr))
 
 
