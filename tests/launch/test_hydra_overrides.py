@@ -154,6 +154,17 @@ def test_a_key_that_is_not_hydras_is_refused_before_hydra():
         spec_for("a b=c")
 
 
+def test_a_list_that_does_not_compose_onto_skyrls_config_is_one_line_naming_the_key():
+    """The last check before writing: the task's whole list, composed as the image's skyrl tier composes it."""
+    from skyrl_stack.launch.hydra_overrides import check_composes
+
+    with pytest.raises(StackError, match=r"^SkyRL's ppo_base_config \(SkyRL 1ed499cce4df\) does not compose with the "
+                                         r"task's overrides: Could not override 'trainer\.epochz'\.$") as err:
+        check_composes(training_overrides(spec_for()) + ["trainer.epochz=1"])
+    assert_one_line(err)
+    check_composes(training_overrides(spec_for()))  # render's own list does
+
+
 def test_a_huge_schedule_keeping_every_checkpoint_is_refused_not_sized_past_any_disk():
     with pytest.raises(StackError, match=r"^the vllm plan needs \d+ GB per node .* more than the largest disk"):
         spec_for("trainer.epochs=1000000", "trainer.max_ckpts_to_keep=-1")
