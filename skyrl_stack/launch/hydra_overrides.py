@@ -38,7 +38,7 @@ PLAN_KEYS = {
                                                      "0.2.0 does not support more, its config says)",
     "trainer.policy.sequence_parallel_size": "the plan (its data-parallel size is nodes x GPUs, the batch "
                                              "checks' divisor)",
-    "trainer.ckpt_path": "--bucket (or the nodes' disks without one; the disk is sized for it)",
+    "trainer.ckpt_path": "--bucket and --run (the run's folder; without a bucket the nodes' disks, sized for it)",
 }
 # Whole-number defaults that are fractions to SkyRL (LoRA dropout 0): a float fits them.
 FRACTIONS = {"trainer.policy.model.lora.dropout", "trainer.critic.model.lora.dropout"}

@@ -17,9 +17,12 @@ from skyrl_stack.errors import StackError
 from skyrl_stack.image.pins import load_pins
 from skyrl_stack.image.refs import REGISTRIES
 from skyrl_stack.launch.hydra_overrides import check_composes, check_sets
+from skyrl_stack.launch.launch_env import refuse_owned
+from skyrl_stack.launch.managed import parse_run, require_durable_storage
 from skyrl_stack.launch.registry_access import node_login, task_image
 from skyrl_stack.launch.run_script import ENV_BOUND
 from skyrl_stack.launch.task_spec import (
+    LOCAL,
     MAX_DISK_GB,
     TaskSpec,
     apply_spec_sets,
@@ -35,7 +38,8 @@ from skyrl_stack.launch.task_spec import (
     training_overrides,
     training_values,
 )
-from skyrl_stack.launch.training_plan import DATA_GB, DiskNeed
+from skyrl_stack.launch.model_sizes import model_size
+from skyrl_stack.launch.training_plan import HEADROOM_GB, DiskNeed
 
 # `network_tier: best` is never requested by default: the images carry no
 # fabric userspace (no EFA libfabric / aws-ofi-nccl for AWS, no verbs library
@@ -48,6 +52,8 @@ NETWORK_TIERS = ("best",)
 MIN_DISK_GB = {True: 100, False: 20}
 # What the rendered file's header shows instead of an --env value.
 REDACTED = "<redacted>"
+# The model the task trains (SkyRL's config key); the disk is sized for it.
+MODEL_KEY = "trainer.policy.model.path"
 
 
 def build_spec(
@@ -67,6 +73,10 @@ def build_spec(
     default_gpus: str = "L40S:4",
     registry: str | None = "generic",
     network_tier: str | None = None,
+    managed: bool = False,
+    spot: bool = False,
+    run: str | None = None,
+    resume: str | None = None,
 ) -> TaskSpec:
     """Validate every option and the build record; returns the spec (no side effects).
 
@@ -75,7 +85,8 @@ def build_spec(
     """
     options = {"--variant": variant, "--cloud": cloud, "--gpus": gpus, "--nodes": nodes, "--memory": memory,
                "--disk-size": disk_size, "--bucket": bucket, "--image": image, "--registry-login": registry_login,
-               "--pull-secret": pull_secret, "--logger": logger, "--registry": registry}
+               "--pull-secret": pull_secret, "--logger": logger, "--registry": registry, "--run": run,
+               "--resume": resume}
     for option, value in [*options.items(), *(("--set", item) for item in sets or ())]:
         refuse_control_characters(option, value)
     var = load_pins().variant(variant)
@@ -88,6 +99,7 @@ def build_spec(
         gpus = default_gpus if var.gpu else None
     if gpus:
         parse_accelerator(gpus)
+        gpus = gpus.strip()  # a padded value asks for the same GPUs; the YAML gets it without the padding
     sets = parse_sets(sets)
     network_tier_best = parse_network_tier(network_tier)
     if not var.has_skyrl and sets:
@@ -95,7 +107,8 @@ def build_spec(
     check_sets(sets)  # Hydra's grammar and SkyRL's config (hydra_overrides), before the plan reads any of them
     image = task_image(variant, image, registry, allow_tag)
     memory = parse_memory(memory)
-    bucket = parse_bucket(bucket)
+    bucket = parse_bucket(bucket, cloud_name)
+    run_name, resuming = managed_run(variant, cloud_name, bucket, managed=managed, spot=spot, run=run, resume=resume)
     login = node_login(cloud_name, image, registry_login, pull_secret)
     spec = TaskSpec(
         variant=variant,
@@ -112,6 +125,10 @@ def build_spec(
         registry_login=login,
         sets=sets,
         pull_secret=pull_secret or None,
+        managed=bool(managed),
+        spot=bool(spot),
+        run_name=run_name,
+        resume=resuming,
     )
     spec = apply_spec_sets(spec) if var.has_skyrl else spec
     # Sized (and the training plan checked, refusing a shape SkyRL cannot run) before anything is written.
@@ -129,23 +146,59 @@ def parse_network_tier(value: str | None) -> bool:
     return value == "best"
 
 
-def parse_bucket(value: str | None) -> str | None:
-    """--bucket: a bucket URL SkyPilot can mount (s3://, gs://, r2://, cos://, oci://, https://)."""
+def parse_bucket(value: str | None, cloud: str | None = None) -> str | None:
+    """--bucket: a bucket URL SkyPilot can mount (s3://, gs://, r2://, cos://, oci://, https://);
+    with --cloud local also an absolute host directory (mounted into every node container)."""
+    if value and cloud == LOCAL and value.startswith("/"):
+        return value
     if value and not re.match(r"^(s3|gs|r2|cos|oci|https)://[^/\s]+", value):
-        raise StackError(f"bad --bucket {value!r}", hint="use s3://BUCKET[/path] or gs://BUCKET[/path]")
+        local = " (an absolute directory only with --cloud local)" if value.startswith("/") else ""
+        raise StackError(f"bad --bucket {value!r}{local}", hint="use s3://BUCKET[/path] or gs://BUCKET[/path]")
     return value or None
 
 
+def managed_run(variant: str, cloud: str | None, bucket: str | None, *, managed: bool, spot: bool,
+                run: str | None, resume: str | None) -> tuple[str | None, bool]:
+    """--managed / --spot / --run / --resume -> (the run's name, resume?), refusing what cannot be durable.
+
+    With durable storage every run has a name (generated unless given): its
+    checkpoints' folder under the bucket. Without it a name is kept only if given.
+    """
+    require_durable_storage(managed, bucket, cloud)
+    if resume and not bucket:
+        raise StackError(f"--resume {resume} needs the bucket that holds its checkpoints",
+                         hint="pass the same --bucket the run was launched with")
+    if spot and not managed:
+        print("WARNING: --spot without --managed: a preemption ends the run and nothing relaunches it "
+              "(add --managed to have SkyPilot recover it)", file=sys.stderr, flush=True)
+    name, resuming = parse_run(run, resume, variant)
+    if not bucket and not run:
+        return None, False
+    return name, resuming
+
+
 def disk_need(spec: TaskSpec, gpu_image: bool) -> DiskNeed:
-    """What one node's disk must hold: the image, and for training the model, data and checkpoints."""
+    """What one node's disk must hold: the image, and for training the model, data and checkpoints
+    (of the model trainer.policy.model.path names, model_sizes.py; the seed's is training_plan's CKPT_GB, DATA_GB)."""
     if spec.backend is None:
         return DiskNeed(image_gb=MIN_DISK_GB[gpu_image], data_gb=0, checkpoints=0)
-    return DiskNeed(image_gb=MIN_DISK_GB[gpu_image], data_gb=DATA_GB, checkpoints=checkpoints_on_disk(training_values(spec)))
+    values = training_values(spec)
+    size = model_size(values[MODEL_KEY])
+    if size is None:
+        return DiskNeed(image_gb=MIN_DISK_GB[gpu_image], data_gb=0, checkpoints=0, unsized_model=values[MODEL_KEY])
+    return DiskNeed(image_gb=MIN_DISK_GB[gpu_image], data_gb=size.download_gb,
+                    checkpoints=checkpoints_on_disk(values), ckpt_gb=size.ckpt_gb)
 
 
 def sized_disk(spec: TaskSpec, var, disk_size) -> int:
     """--disk-size if it holds the plan (one-line error if not); by default exactly what the plan needs."""
     need = disk_need(spec, var.gpu)
+    if need.unsized_model and disk_size in (None, ""):
+        raise StackError(
+            f"cannot size the disk for --set {MODEL_KEY}={need.unsized_model}: not a model skyrl_stack/launch/"
+            "model_sizes.py knows (its checkpoints are about 12 GB per billion parameters each)",
+            hint=f"give --disk-size GB: image {need.image_gb} + the model + (kept checkpoints + 1) x one checkpoint "
+                 f"+ headroom {HEADROOM_GB}")
     if need.gb > MAX_DISK_GB:
         raise StackError(f"the {spec.variant} plan needs {need.gb} GB per node ({need.breakdown()}), more than the "
                          f"largest disk a cloud offers ({MAX_DISK_GB} GB)",
@@ -175,6 +228,7 @@ def parse_env(values) -> dict:
             option = next(k for k, v in ENV_BOUND.items() if v == key)
             raise StackError(f"--env {key} would change {option} after the plan was checked",
                              hint=f"use --set {option}=VALUE (or --logger for trainer.logger)")
+        refuse_owned(key)
         result[key] = value
     return result
 
@@ -182,7 +236,41 @@ def parse_env(values) -> dict:
 def parse_autostop(value) -> int | None:
     """--autostop: whole minutes, 0 or more (None: no autostop)."""
     return _optional_whole_number(value, "--autostop", 0,
-                                  "minutes of idleness before stopping, a whole number, 0 or more")
+                                  "minutes of idleness before stopping, a whole number, 0 or more, or `off`")
+
+
+# An unmanaged cloud cluster stops after this many idle minutes unless told otherwise:
+# a detached run that crashes at minute 5 would otherwise bill its nodes until
+# someone notices (2 x g6e.12xlarge: about $21/h at catalog prices).
+DEFAULT_AUTOSTOP_MINUTES = 30
+AUTOSTOP_OFF = "off"  # --autostop off: no idle autostop (SkyPilot's 0 means "after 1 idle minute")
+
+
+def idle_autostop(autostop, down: bool, cloud: str | None) -> tuple[int | None, str]:
+    """sky.launch's idle_minutes_to_autostop for a cloud launch, and the plan's line saying what it does.
+
+    SkyPilot's semantics (sky/client/sdk.py launch, sky/execution.py): None sets
+    no autostop; M stops the cluster after M idle minutes (0 acts as 1), or tears
+    it down with down=True; down=True alone tears it down when the job ends.
+    Kubernetes cannot stop a cluster (sky/clouds/kubernetes.py: "Auto-stop is
+    not supported on Kubernetes"), so there the default is none.
+    """
+    if autostop == AUTOSTOP_OFF:
+        if down:
+            raise StackError("--autostop off contradicts --down", hint="drop one of them")
+        return None, "no idle autostop (--autostop off): the cluster bills until `invoke down`"
+    minutes = parse_autostop(autostop)
+    if minutes is not None:
+        verb = "is torn down" if down else "stops"
+        return minutes, f"the cluster {verb} after {max(minutes, 1)} idle minute(s) (--autostop {minutes})"
+    if down:
+        return None, "the cluster is torn down when its job ends (--down)"
+    if cloud == "kubernetes":
+        return None, ("no idle autostop: Kubernetes cannot stop a cluster; --autostop M --down tears it down "
+                      "after M idle minutes")
+    return DEFAULT_AUTOSTOP_MINUTES, (f"the cluster stops after {DEFAULT_AUTOSTOP_MINUTES} idle minutes (default; "
+                                      "--autostop M, --autostop off); a stopped cluster's disks still bill until "
+                                      "`invoke down`")
 
 
 def parse_job_id(value) -> int | None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, replace
 
 from skyrl_stack.errors import StackError
 from skyrl_stack.image.refs import is_ecr, registry_host
+from skyrl_stack.launch.loggers import check_logger
+from skyrl_stack.launch.managed import RESUME
 from skyrl_stack.launch.training_plan import (
     BATCH_KEYS,
     CKPTS_KEY,
@@ -20,11 +22,9 @@ from skyrl_stack.launch.training_plan import (
     SEED_MINI_BATCH,
     SEED_SAMPLES_PER_PROMPT,
     SEED_TRAIN_BATCH,
-    TENSOR_PARALLEL_KEY,
     BatchPlan,
     check_batch_sets,
     checkpoints_written,
-    inference_engines,
     parse_ckpts_to_keep,
     plan_batches,
 )
@@ -48,7 +48,6 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DATA_DIR = "/root/data/gsm8k"
 LOCAL_CKPT_DIR = "/root/ckpts/gsm8k_1.5B_ckpt"
 BUCKET_MOUNT = "/checkpoints"
-LOGGERS = ("wandb", "console", "tensorboard", "mlflow")
 
 # Bounds on what a task may ask for, each with its reason. A value past one is
 # a typo or a paste error far more often than a plan, and it would only fail
@@ -101,6 +100,10 @@ class TaskSpec:
     sets: tuple[tuple[str, str], ...] = ()
     data_dir: str = DATA_DIR
     pull_secret: str | None = None  # Kubernetes imagePullSecret name
+    managed: bool = False  # a SkyPilot managed job (sky.jobs.launch), recovered on preemption
+    spot: bool = False  # resources.use_spot
+    run_name: str | None = None  # the run's checkpoint folder under the bucket (--run / --resume)
+    resume: bool = False  # --resume: the run's checkpoints must exist (a new run refuses them)
 
     @property
     def gpus_per_node(self) -> int:
@@ -108,8 +111,8 @@ class TaskSpec:
 
     @property
     def ckpt_path(self) -> str:
-        if self.bucket:
-            return f"{BUCKET_MOUNT}/gsm8k_1.5B_ckpt"
+        if self.bucket:  # one folder per run: run_paths.py says why
+            return f"{BUCKET_MOUNT}/{self.run_name or 'gsm8k_1.5B_ckpt'}"
         return LOCAL_CKPT_DIR
 
     @property
@@ -151,16 +154,16 @@ def parse_cloud(value: str) -> tuple[str, str | None]:
     return name, (region or None)
 
 
-def parse_accelerator(value: str) -> tuple[str, int]:
+def parse_accelerator(value: str, option: str = "--gpus") -> tuple[str, int]:
     """--gpus as SkyPilot's accelerator request per node: 'L40S:4' -> ('L40S', 4); 'H100' -> ('H100', 1).
     (The smoke runner's --gpus, a count the suite expects, is smoke/main.py parse_gpus.)"""
     match = _GPUS.fullmatch((value or "").strip())
     count = int(match["count"]) if match and match["count"] else 1
     if not match or count < 1:
-        raise StackError(f"bad --gpus {value!r}", hint="use NAME:COUNT per node, e.g. L40S:4 or H100:8")
+        raise StackError(f"bad {option} {value!r}", hint="use NAME:COUNT per node, e.g. L40S:4 or H100:8")
     if count > MAX_GPUS_PER_NODE:
         raise StackError(
-            f"bad --gpus {value!r}: {count} GPUs per node; no instance type has more than {MAX_GPUS_PER_NODE}",
+            f"bad {option} {value!r}: {count} GPUs per node; no instance type has more than {MAX_GPUS_PER_NODE}",
             hint="COUNT is per node (e.g. H100:8); for more GPUs add nodes with --nodes",
         )
     return match["name"], count
@@ -181,9 +184,9 @@ def parse_whole_number(value, option: str, minimum: int, hint: str, maximum: int
     return number
 
 
-def parse_nodes(value) -> int:
+def parse_nodes(value, option: str = "--nodes") -> int:
     return parse_whole_number(
-        value, "--nodes", 1, f"use a whole number of nodes from 1 to {MAX_NODES}", maximum=MAX_NODES,
+        value, option, 1, f"use a whole number of nodes from 1 to {MAX_NODES}", maximum=MAX_NODES,
         reason="the GSM8K job's 1024 prompts per step leave more nodes idle; see MAX_NODES in skyrl_stack/launch/task_spec.py",
     )
 
@@ -305,6 +308,7 @@ GSM8K_GRPO = (
 
 def apply_spec_sets(spec: TaskSpec) -> TaskSpec:
     """Fold --set generator.backend / trainer.logger into the spec, refusing a backend mismatch."""
+    source = "--logger"
     for key, value in spec.sets:
         if key == "generator.backend" and value != spec.backend:
             raise StackError(
@@ -312,9 +316,8 @@ def apply_spec_sets(spec: TaskSpec) -> TaskSpec:
                 hint=f"render the {value} variant instead: --variant {value}",
             )
         if key == "trainer.logger":
-            spec = replace(spec, logger=value)
-    if spec.logger not in LOGGERS:
-        raise StackError(f"unknown logger {spec.logger!r}", hint=f"choose one of: {', '.join(LOGGERS)}")
+            spec, source = replace(spec, logger=value), "--set trainer.logger"
+    check_logger(spec.logger, source)
     return spec
 
 
@@ -338,9 +341,7 @@ def training_values(spec: TaskSpec) -> dict[str, str]:
         "trainer.placement.ref_num_gpus_per_node": str(gpus),
         "trainer.placement.policy_num_nodes": str(spec.nodes),
         "trainer.placement.ref_num_nodes": str(spec.nodes),
-        # Re-derived when --set changes the tensor-parallel size (the last value wins, as in Hydra).
-        "generator.num_inference_engines": str(inference_engines(spec.nodes, gpus,
-                                                                 dict((*GSM8K_GRPO, *spec.sets))[TENSOR_PARALLEL_KEY])),
+        "generator.num_inference_engines": str(plan.inference_engines(gpus, (*GSM8K_GRPO, *spec.sets))),
     })
     values.update(dict(GSM8K_GRPO[4:]))
     values.update(plan.overrides())  # same keys as the seed's: their places in the command stay
@@ -350,6 +351,8 @@ def training_values(spec: TaskSpec) -> dict[str, str]:
         "trainer.ckpt_path": spec.ckpt_path,
         CKPTS_KEY: str(DEFAULT_CKPTS_TO_KEEP),
     })
+    if spec.bucket:  # durable: a first run and each recovery run one command (managed.py RESUME)
+        values["trainer.resume_mode"] = RESUME
     for key, value in spec.sets:
         values[key] = value
     check_batch_sets(plan, values)

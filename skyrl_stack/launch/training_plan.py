@@ -81,6 +81,21 @@ class BatchPlan:
     def overrides(self) -> dict[str, str]:
         return {key: str(getattr(self, field)) for field, key in BATCH_KEYS.items()}
 
+    def inference_engines(self, gpus_per_node: int, overrides) -> int:
+        """generator.num_inference_engines for colocate_all, re-derived from the tensor-parallel size in overrides
+        ((key, value) pairs, the last one wins as in Hydra): every GPU serves inference, one engine per group of
+        GPUs within a node (validate_cfg: policy GPUs == engines x tensor parallel size)."""
+        text = dict(overrides)[TENSOR_PARALLEL_KEY]
+        try:
+            size = int(text)
+        except ValueError:
+            size = 0
+        if size < 1 or gpus_per_node % size:
+            raise StackError(f"bad --set {TENSOR_PARALLEL_KEY}={text}: it must divide the {gpus_per_node} GPU(s) per node",
+                             hint=f"use a divisor of {gpus_per_node}, so that each engine's GPUs are on one node, "
+                                  "or change --gpus")
+        return self.dp // size
+
 
 def batch_problem(dp: int, train: int, mini: int, micro_train: int, micro_forward: int, samples: int) -> str | None:
     """The first rule a plan breaks, in words (None when SkyRL will accept it and no sample is dropped)."""
@@ -171,20 +186,6 @@ def check_batch_sets(plan: BatchPlan, values: dict[str, str]) -> None:
         raise StackError(f"SkyRL would refuse this training plan on {plan.dp} GPUs: {problem}", hint=hint)
 
 
-def inference_engines(nodes: int, gpus_per_node: int, tensor_parallel: str) -> int:
-    """generator.num_inference_engines for colocate_all: every GPU of the policy serves inference, one engine per
-    tensor-parallel group of GPUs within a node (validate_cfg: policy GPUs == engines x tensor parallel size)."""
-    gpus = max(gpus_per_node, 1)
-    try:
-        size = int(tensor_parallel)
-    except ValueError:
-        size = 0
-    if size < 1 or gpus % size:
-        raise StackError(f"bad --set {TENSOR_PARALLEL_KEY}={tensor_parallel}: it must divide the {gpus} GPU(s) per node",
-                         hint=f"use a divisor of {gpus}, so that each engine's GPUs are on one node, or change --gpus")
-    return nodes * gpus // size
-
-
 def parse_ckpts_to_keep(value: str) -> int:
     """SkyRL's trainer.max_ckpts_to_keep: N > 0 keeps the last N, -1 (any negative) keeps all; 0 is refused."""
     try:
@@ -214,15 +215,19 @@ class DiskNeed:
     image_gb: int
     data_gb: int  # DATA_GB for training, 0 without
     checkpoints: int  # how many checkpoints the disk must hold at once
+    ckpt_gb: int = CKPT_GB  # one checkpoint of the trained model (model_sizes.py)
+    unsized_model: str | None = None  # a model model_sizes.py cannot size: --disk-size decides
 
     @property
     def gb(self) -> int:
-        return self.image_gb + self.data_gb + self.checkpoints * CKPT_GB + HEADROOM_GB
+        return self.image_gb + self.data_gb + self.checkpoints * self.ckpt_gb + HEADROOM_GB
 
     def breakdown(self) -> str:
         parts = [f"image {self.image_gb}"]
         if self.data_gb:
             parts.append(f"model and data {self.data_gb}")
         if self.checkpoints:
-            parts.append(f"{self.checkpoints} checkpoints x {CKPT_GB}")
+            parts.append(f"{self.checkpoints} checkpoints x {self.ckpt_gb}")
+        if self.unsized_model:
+            parts.append(f"model {self.unsized_model} and its checkpoints (not sized: --disk-size decides)")
         return f"{self.gb} GB = " + " + ".join(parts + [f"headroom {HEADROOM_GB}"])

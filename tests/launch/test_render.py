@@ -131,10 +131,15 @@ def test_ecr_uses_the_iam_role_and_kubernetes_uses_pull_secrets(records, tmp_pat
 
 
 def test_bucket_is_the_checkpoint_path(records, tmp_path):
-    _, text = render(build_spec("vllm", cloud="gcp", bucket="gs://my-ckpts/run1"), out=tmp_path / "b.yaml")
+    """With a bucket each run gets its own folder (a generated name unless --run) and resumes from it."""
+    spec = build_spec("vllm", cloud="gcp", bucket="gs://my-ckpts/run1")
+    assert re.fullmatch(r"vllm-\d{8}-\d{6}-[0-9a-f]{4}", spec.run_name), spec.run_name
+    _, text = render(spec, out=tmp_path / "b.yaml")
     config = yaml.safe_load(text)
     assert config["file_mounts"] == {"/checkpoints": {"source": "gs://my-ckpts/run1", "mode": "MOUNT_CACHED"}}
-    assert "trainer.ckpt_path=/checkpoints/gsm8k_1.5B_ckpt" in config["run"]
+    assert f"trainer.ckpt_path=/checkpoints/{spec.run_name} " in config["run"]
+    assert "trainer.resume_mode=latest " in config["run"] and "trainer.resume_mode=null" not in config["run"]
+    assert f"# Run:     {spec.run_name}: a new run" in text
     assert "survive `invoke down`" in text
     (storage,) = skypilot_task(text).storage_mounts.values()
     assert storage.mode.value == "MOUNT_CACHED"  # SkyPilot parsed the mode we wrote
@@ -239,7 +244,7 @@ def test_invoke_render_writes_under_skypilot(state_dir, tmp_path):
     skypilot_task(text)
 
 
-@pytest.mark.parametrize("variant", ["vllm", "sglang"])
+@pytest.mark.parametrize("variant", ["vllm", "sglang", "vllm-managed-spot"])
 def test_checked_in_examples_are_current_and_valid(variant):
     from skyrl_stack.launch.examples import render_example
 
