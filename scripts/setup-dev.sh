@@ -28,4 +28,8 @@ fi
 echo "[setup] installing SkyRL's config validation into .venv-skyrl"
 .venv-skyrl/bin/python -m pip install --quiet --no-deps --require-hashes --ignore-requires-python \
   -r scripts/skyrl-validate-requirements.txt
+# SkyRL's config for render's --set checks (skyrl_stack/launch/skyrl_config.py), taken from that wheel into
+# .skyrl-stack/skyrl-config/ and verified by sha256 (render does this itself on first use; here it fails early).
+skyrl_config="$(.venv/bin/python -m skyrl_stack.launch.skyrl_config)"  # an assignment: set -e stops on a failure
+echo "[setup] SkyRL's config for render's --set checks: ${skyrl_config}"
 echo "[setup] ready: activate with 'source .venv/bin/activate'"

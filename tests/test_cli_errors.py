@@ -37,10 +37,10 @@ def _keep_output(result) -> None:
 
 
 def test_invoke_list_imports_no_heavy_library():
-    """`invoke --list` must stay instant: docker, sky and boto3 load only inside the tasks that need them."""
+    """`invoke --list` must stay instant: docker, sky, boto3 and hydra load only inside the tasks that need them."""
     probe = ("import sys\nfrom invoke.main import program\n"
              "try:\n    program.run(['invoke', '--list'], exit=False)\nexcept SystemExit:\n    pass\n"
-             "print('HEAVY', sorted(m for m in ('docker', 'sky', 'boto3', 'botocore', 'requests') if m in sys.modules))")
+             "print('HEAVY', sorted(m for m in ('docker', 'sky', 'boto3', 'botocore', 'requests', 'hydra', 'omegaconf') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True)
     assert "build" in result.stdout and "push" in result.stdout
     assert result.stdout.strip().splitlines()[-1] == "HEAVY []"

@@ -16,12 +16,14 @@ from dataclasses import replace
 from skyrl_stack.errors import StackError
 from skyrl_stack.image.pins import load_pins
 from skyrl_stack.image.refs import REGISTRIES
+from skyrl_stack.launch.hydra_overrides import check_composes, check_sets
 from skyrl_stack.launch.launch_env import refuse_owned
 from skyrl_stack.launch.managed import parse_run, require_durable_storage
 from skyrl_stack.launch.registry_access import node_login, task_image
 from skyrl_stack.launch.run_script import ENV_BOUND
 from skyrl_stack.launch.task_spec import (
     LOCAL,
+    MAX_DISK_GB,
     TaskSpec,
     apply_spec_sets,
     checkpoints_on_disk,
@@ -33,6 +35,7 @@ from skyrl_stack.launch.task_spec import (
     parse_sets,
     parse_whole_number,
     refuse_control_characters,
+    training_overrides,
     training_values,
 )
 from skyrl_stack.launch.model_sizes import model_size
@@ -101,6 +104,7 @@ def build_spec(
     network_tier_best = parse_network_tier(network_tier)
     if not var.has_skyrl and sets:
         raise StackError(f"--set is for the training command; variant {variant!r} has none", hint="use --variant vllm or sglang")
+    check_sets(sets)  # Hydra's grammar and SkyRL's config (hydra_overrides), before the plan reads any of them
     image = task_image(variant, image, registry, allow_tag)
     memory = parse_memory(memory)
     bucket = parse_bucket(bucket, cloud_name)
@@ -128,7 +132,10 @@ def build_spec(
     )
     spec = apply_spec_sets(spec) if var.has_skyrl else spec
     # Sized (and the training plan checked, refusing a shape SkyRL cannot run) before anything is written.
-    return replace(spec, disk_size=sized_disk(spec, var, disk_size))
+    spec = replace(spec, disk_size=sized_disk(spec, var, disk_size))
+    if var.has_skyrl:
+        check_composes(training_overrides(spec))  # the whole list, as SkyRL's entry point will compose it
+    return spec
 
 
 def parse_network_tier(value: str | None) -> bool:
@@ -203,6 +210,10 @@ def sized_disk(spec: TaskSpec, var, disk_size) -> int:
             "model_sizes.py knows (its checkpoints are about 12 GB per billion parameters each)",
             hint=f"give --disk-size GB: image {need.image_gb} + the model + (kept checkpoints + 1) x one checkpoint "
                  f"+ headroom {HEADROOM_GB}")
+    if need.gb > MAX_DISK_GB:
+        raise StackError(f"the {spec.variant} plan needs {need.gb} GB per node ({need.breakdown()}), more than the "
+                         f"largest disk a cloud offers ({MAX_DISK_GB} GB)",
+                         hint="keep fewer checkpoints (--set trainer.max_ckpts_to_keep=2) or train fewer epochs")
     if disk_size in (None, ""):
         return need.gb
     disk = parse_disk_size(disk_size)

@@ -341,7 +341,7 @@ def training_values(spec: TaskSpec) -> dict[str, str]:
         "trainer.placement.ref_num_gpus_per_node": str(gpus),
         "trainer.placement.policy_num_nodes": str(spec.nodes),
         "trainer.placement.ref_num_nodes": str(spec.nodes),
-        "generator.num_inference_engines": str(gpus * spec.nodes),
+        "generator.num_inference_engines": str(plan.inference_engines(gpus, (*GSM8K_GRPO, *spec.sets))),
     })
     values.update(dict(GSM8K_GRPO[4:]))
     values.update(plan.overrides())  # same keys as the seed's: their places in the command stay

@@ -45,6 +45,8 @@ BATCH_KEYS = {
     "samples": "generator.n_samples_per_prompt",
 }
 SOURCE = "SkyRL utils.py validate_batch_sizes"
+# colocate_all (validate_cfg): policy GPUs == inference engines x this x data parallel size (1).
+TENSOR_PARALLEL_KEY = "generator.inference_engine_tensor_parallel_size"
 
 # Checkpoints: keep the last two (the newest may be half-written when a job dies while saving).
 CKPTS_KEY = "trainer.max_ckpts_to_keep"
@@ -78,6 +80,21 @@ class BatchPlan:
 
     def overrides(self) -> dict[str, str]:
         return {key: str(getattr(self, field)) for field, key in BATCH_KEYS.items()}
+
+    def inference_engines(self, gpus_per_node: int, overrides) -> int:
+        """generator.num_inference_engines for colocate_all, re-derived from the tensor-parallel size in overrides
+        ((key, value) pairs, the last one wins as in Hydra): every GPU serves inference, one engine per group of
+        GPUs within a node (validate_cfg: policy GPUs == engines x tensor parallel size)."""
+        text = dict(overrides)[TENSOR_PARALLEL_KEY]
+        try:
+            size = int(text)
+        except ValueError:
+            size = 0
+        if size < 1 or gpus_per_node % size:
+            raise StackError(f"bad --set {TENSOR_PARALLEL_KEY}={text}: it must divide the {gpus_per_node} GPU(s) per node",
+                             hint=f"use a divisor of {gpus_per_node}, so that each engine's GPUs are on one node, "
+                                  "or change --gpus")
+        return self.dp // size
 
 
 def batch_problem(dp: int, train: int, mini: int, micro_train: int, micro_forward: int, samples: int) -> str | None:
@@ -184,6 +201,9 @@ def parse_ckpts_to_keep(value: str) -> int:
 
 def checkpoints_written(train_batch: int, epochs: int, ckpt_interval: int) -> int:
     """How many checkpoints a full GSM8K run saves: every ckpt_interval steps plus the final one (trainer.py)."""
+    if epochs < 0:  # SkyRL's range(epochs) trains nothing, and a negative count would shrink the disk below the image
+        raise StackError(f"bad --set trainer.epochs={epochs}: a negative number of epochs",
+                         hint="use 1 or more (0 runs only the evaluation before training)")
     if ckpt_interval <= 0:
         return 0
     steps = GSM8K_TRAIN_ROWS // train_batch * epochs

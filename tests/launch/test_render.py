@@ -183,13 +183,14 @@ def test_bucket_is_the_checkpoint_path(records, tmp_path):
 
 
 def test_training_overrides_follow_the_seed_and_set(records):
-    spec = build_spec("vllm", nodes=2, gpus="H100:8", sets=["trainer.epochs=1", "+trainer.extra=3"])
+    spec = build_spec("vllm", nodes=2, gpus="H100:8",
+                      sets=["trainer.epochs=1", "+generator.engine_init_kwargs.max_model_len=4096"])
     overrides = training_overrides(spec)
     as_dict = dict(item.split("=", 1) for item in overrides)
     for key, value in GSM8K_GRPO:
         if key not in ("trainer.epochs", "trainer.micro_train_batch_size_per_gpu"):
             assert as_dict[key] == value, key
-    assert as_dict["trainer.epochs"] == "1" and overrides[-1] == "+trainer.extra=3"
+    assert as_dict["trainer.epochs"] == "1" and overrides[-1] == "+generator.engine_init_kwargs.max_model_len=4096"
     # 256 x 5 / 16 GPUs = 80 per GPU: the seed's micro batch 64 does not divide it (tests/launch/test_training_plan.py).
     assert as_dict["trainer.micro_train_batch_size_per_gpu"] == "40"
     assert as_dict["generator.num_inference_engines"] == "16"  # colocate_all: engines x TP == policy GPUs
