@@ -157,7 +157,7 @@ _TASK_HELP = {
     "nodes": "number of nodes (default: invoke.yaml launch.nodes)",
     "memory": "memory per node, SkyPilot syntax (default: 64+ for GPU variants)",
     "disk_size": "disk per node in GB (default: sized for the image, data and kept checkpoints; the header shows it)",
-    "bucket": "s3://... or gs://... mounted at /checkpoints and used for checkpoints",
+    "bucket": "s3://... or gs://... mounted at /checkpoints and used for checkpoints (--cloud local: an absolute host directory)",
     "set": "Hydra override for the training command, KEY=VALUE (repeatable; written into the file: no secrets)",
     "image": "image reference instead of the build record's (must be REPO@sha256:... unless --allow-tag)",
     "registry": "generic | ecr (the build's push to the registry stack's ECR repository, see `invoke infra.up`)",
@@ -166,11 +166,16 @@ _TASK_HELP = {
     "pull_secret": "Kubernetes: name of the imagePullSecret for the image",
     "logger": "wandb | console | tensorboard | mlflow (default: wandb; console for rehearsal)",
     "network_tier": "best: ask for the cloud's fast interconnect (only with an image that can use it; see README)",
+    "managed": "a SkyPilot managed job, recovered on preemption (needs --bucket; --cloud local: a local jobs controller)",
+    "spot": "ask for spot capacity (resources.use_spot)",
+    "run": "the run's name: its checkpoint folder under --bucket (default: generated, in the header)",
+    "resume": "continue the run NAME on purpose (its checkpoints must exist; not with --run)",
 }
 
 
 def _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, image, allow_tag,
-               registry_login, pull_secret, logger, registry, network_tier=None):
+               registry_login, pull_secret, logger, registry, network_tier=None, managed=False, spot=False, run=None,
+               resume=None):
     from skyrl_stack.launch.options import build_spec
 
     return build_spec(
@@ -178,6 +183,7 @@ def _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, i
         nodes=nodes if nodes is not None else c.launch.nodes, memory=memory, disk_size=disk_size, bucket=bucket,
         sets=set, image=image, allow_tag=allow_tag, registry_login=registry_login, pull_secret=pull_secret,
         logger=logger, default_gpus=c.launch.gpus, registry=registry, network_tier=network_tier,
+        managed=managed, spot=spot, run=run, resume=resume,
     )
 
 
@@ -186,19 +192,19 @@ def _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, i
 @reports_errors
 def render(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk_size=None, bucket=None, set=None,
            image=None, allow_tag=False, registry_login=None, pull_secret=None, logger=None, out=None, no_validate=False,
-           registry="generic", network_tier=None):
+           registry="generic", network_tier=None, managed=False, spot=False, run=None, resume=None):
     """Write the SkyPilot task YAML for a built image (by digest), checked by SkyPilot's own parser."""
     from skyrl_stack.launch.options import command_line
     from skyrl_stack.launch.render import render as render_task
     from skyrl_stack.project import shown
 
     spec = _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, image, allow_tag,
-                      registry_login, pull_secret, logger, registry, network_tier)
+                      registry_login, pull_secret, logger, registry, network_tier, managed, spot, run, resume)
     path, _ = render_task(spec, out=out, command=command_line(), check=not no_validate)
     print(shown(path))
 
 
-@task(iterable=["set", "env"], help={
+@task(iterable=["set", "env", "preempt"], help={
     **_TASK_HELP, "cluster": "cluster name (default: skyrl-<variant>; --cloud local: skyrl-local-<variant>-xxxxxx)", "dry_run": "let SkyPilot plan, launch nothing",
     "detach": "return once the job is submitted (follow with `invoke logs`)",
     "autostop": "stop the cluster after M idle minutes (with --down: tear it down)", "down": "tear down when done",
@@ -206,12 +212,15 @@ def render(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk
                        "training plan in the image (said loudly)",
     "env": "override a task env, KEY=VALUE (repeatable), e.g. SKYRL_RAY_JOIN_TIMEOUT=60",
     "yes": "launch without asking (otherwise SkyPilot's plan, instance type and $/h, is shown and confirmed)",
+    "preempt": "--cloud local --managed: kill node NODE's container SECONDS after the start, NODE@SECONDS "
+               "(repeatable), e.g. node1@20",
 })
 @reports_errors
 def launch(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk_size=None, bucket=None, set=None,
            image=None, allow_tag=False, registry_login=None, pull_secret=None, logger=None, cluster=None,
            dry_run=False, detach=False, autostop=None, down=False, skip_smoke_gate=False, env=None,
-           registry="generic", network_tier=None, yes=False):
+           registry="generic", network_tier=None, yes=False, managed=False, spot=False, run=None, resume=None,
+           preempt=None):
     """Launch the task with SkyPilot (`--cloud local`: N local containers); exits with the job's code."""
     from invoke.exceptions import Exit
 
@@ -219,10 +228,10 @@ def launch(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk
     from skyrl_stack.launch.options import command_line, parse_env
 
     spec = _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, image, allow_tag,
-                      registry_login, pull_secret, logger, registry, network_tier)
+                      registry_login, pull_secret, logger, registry, network_tier, managed, spot, run, resume)
     code = launch_task(spec, cluster=cluster, dry_run=dry_run, detach=detach, autostop=autostop, down=down,
                        skip_smoke_gate=skip_smoke_gate, env_overrides=parse_env(env), command=command_line(),
-                       confirm=not yes)
+                       confirm=not yes, preempt=preempt or ())
     if code:
         raise Exit(f"error: the job exited with code {code}", code=code)
 

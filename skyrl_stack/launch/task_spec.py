@@ -99,6 +99,10 @@ class TaskSpec:
     sets: tuple[tuple[str, str], ...] = ()
     data_dir: str = DATA_DIR
     pull_secret: str | None = None  # Kubernetes imagePullSecret name
+    managed: bool = False  # a SkyPilot managed job (sky.jobs.launch), recovered on preemption
+    spot: bool = False  # resources.use_spot
+    run_name: str | None = None  # the run's checkpoint folder under the bucket (--run / --resume)
+    resume: bool = False  # --resume: the run's checkpoints must exist (a new run refuses them)
 
     @property
     def gpus_per_node(self) -> int:
@@ -107,7 +111,7 @@ class TaskSpec:
     @property
     def ckpt_path(self) -> str:
         if self.bucket:
-            return f"{BUCKET_MOUNT}/gsm8k_1.5B_ckpt"
+            return f"{BUCKET_MOUNT}/{self.run_name or 'gsm8k_1.5B_ckpt'}"
         return LOCAL_CKPT_DIR
 
     @property
@@ -345,6 +349,8 @@ def training_values(spec: TaskSpec) -> dict[str, str]:
         "trainer.logger": spec.logger,
         "trainer.ckpt_path": spec.ckpt_path,
         CKPTS_KEY: str(DEFAULT_CKPTS_TO_KEEP),
+        # Durable storage: every (re)start resumes from the newest complete checkpoint (skyrl-ckpt-guard).
+        "trainer.resume_mode": "latest" if spec.bucket else "null",
     })
     for key, value in spec.sets:
         values[key] = value
