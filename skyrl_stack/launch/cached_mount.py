@@ -110,6 +110,10 @@ class Uploader:
         shutil.copy2(source, aside)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         os.replace(aside, target)
+        try:  # leave the bucket as the job wrote it (another node's upload in flight keeps it; a lost race retries)
+            os.rmdir(os.path.dirname(aside))
+        except OSError:
+            pass
 
     def once(self) -> dict:
         """One pass: upload what is closed and settled, remove what the node removed; the status."""

@@ -10,6 +10,9 @@ job's tree at its last poll is killed when the job ends), the job waits for ever
 node, and a failing node cancels the others. Containers and the network are
 removed at the end; the exit code is 0 only if every node succeeded. The
 labels that let a later command find a run (and remove it) are local_runs.py's.
+A task's MOUNT_CACHED mount of a host directory (`--bucket DIR`) is mounted in
+every node as SkyPilot's would be (local_bucket.py); `--managed` runs this
+under local_managed.py's jobs controller, through run()'s hooks.
 """
 from __future__ import annotations
 
