@@ -4,9 +4,10 @@
 # first) to the local registry, render its SkyPilot task, and run that task on
 # a 2-node local cluster of containers (SkyPilot's variables and docker flags).
 # Last, the same task as a managed job that survives a preemption: node1 is
-# killed 20 s in, every node is replaced, and the run resumes from its newest
-# complete checkpoint in a bucket directory in the workspace (a new run name
-# each time; README "Long runs on spot").
+# killed 30 s in (past the first checkpoints even where the cluster is slow to
+# start), every node is replaced, and the run resumes from its newest complete
+# checkpoint in a bucket directory in the workspace (a new run name each time;
+# README "Long runs on spot").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,4 +29,4 @@ $invoke push --variant rehearsal
 $invoke render --variant rehearsal --cloud aws --nodes 2
 $invoke launch --variant rehearsal --cloud local --nodes 2
 $invoke launch --variant rehearsal --cloud local --nodes 2 --managed --bucket "$PWD/.skyrl-stack/local-bucket" \
-  --preempt node1@20
+  --preempt node1@30

@@ -276,10 +276,11 @@ class Controller:
                  f"{self.elapsed():.0f}s in all")
         for number, attempt in enumerate(attempts):
             start = ("resumed from global_step_" + str(attempt.resumed_from) if attempt.resumed_from
-                     else "started from scratch" if attempt.resumed_from == 0 else "start not reported")
+                     else "started from step 0 (no checkpoint yet)" if attempt.resumed_from == 0 else "start not reported")
             end = f"preempted ({', '.join(attempt.preempted)})" if attempt.preempted else (
                 "lost a node" if not attempt.cluster_up else "ran to its end")
-            reached = f", last step trained {attempt.last_trained}" if attempt.last_trained is not None else ""
+            reached = (f", first step trained at {attempt.first_step_s:.0f}s, last step trained {attempt.last_trained}"
+                       if attempt.last_trained is not None else "")
             redone = ""
             if number > 0 and attempt.resumed_from is not None and attempts[number - 1].last_trained is not None:
                 redone = f"; redid {max(attempts[number - 1].last_trained - attempt.resumed_from, 0)} step(s)"

@@ -223,7 +223,41 @@ def test_invoke_launch_managed_local_recovers_from_a_preemption_at_20s(rehearsal
     assert "(jobs controller) preempting node1 at " in text and "(--preempt node1@20)" in text
     assert "(jobs controller) recovery 1: launching every node again" in text
     assert re.search(r"\(jobs controller\) managed job SUCCEEDED after 1 recovery", text), text
-    assert re.search(r"\(jobs controller\)   attempt 2 at \d+s: (resumed from global_step_\d+|started from scratch)", text)
+    assert re.search(r"\(jobs controller\)   attempt 2 at \d+s: (resumed from global_step_\d+|started from step 0 \(no checkpoint yet\))", text)
     assert f"training done: {STEPS} of {STEPS} steps trained, final weights {expected_final_weights(2, STEPS)}" in text
     (run,) = [p.name for p in bucket.iterdir()]
     assert re.fullmatch(r"rehearsal-\d{8}-\d{6}-[0-9a-f]{4}", run)
+
+
+# ----------------------------------------------------------------------- what render writes for durable storage
+
+def test_durable_storage_renders_the_guard_before_training_and_resume_latest(tmp_path):
+    image = "r/x@sha256:" + "0" * 64
+    local = task_config(build_spec("rehearsal", cloud="local", nodes=2, managed=True, bucket=str(tmp_path), run="r1",
+                                   image=image))
+    assert local["file_mounts"] == {"/checkpoints": {"source": str(tmp_path), "mode": "MOUNT_CACHED"}}
+    head = local["run"].split('if [ "$SKYPILOT_NODE_RANK" = "0" ]; then\n', 1)[1].splitlines()
+    assert head[0] == "  skyrl-ckpt-guard /checkpoints/r1"
+    assert head[1].startswith("  skyrl-rehearsal-job --port 6479 --ckpt-path /checkpoints/r1 --steps \"$REHEARSAL_STEPS\"")
+    assert {k: local["envs"][k] for k in REHEARSAL_TRAINING} == REHEARSAL_TRAINING
+
+    gpu = task_config(build_spec("vllm", cloud="aws", nodes=2, bucket="s3://b/runs", run="r1", image=image))
+    head = gpu["run"].split('if [ "$SKYPILOT_NODE_RANK" = "0" ]; then\n', 1)[1].splitlines()
+    assert head[:2] == ["  skyrl-ckpt-guard /checkpoints/r1", "  skyrl-train \\"]
+    assert "    trainer.resume_mode=latest \\" in head and "    trainer.ckpt_path=/checkpoints/r1 \\" in head
+    # without durable storage: no guard, no resume (a fresh node has nothing to resume from)
+    plain = task_config(build_spec("vllm", cloud="aws", nodes=2, image=image))
+    assert "skyrl-ckpt-guard" not in plain["run"] and "trainer.resume_mode=null" in plain["run"]
+
+
+def test_run_and_resume_are_checked(tmp_path):
+    image = "r/x@sha256:" + "0" * 64
+    with pytest.raises(StackError, match=r"--run r1 and --resume r2 together"):
+        build_spec("rehearsal", cloud="local", bucket=str(tmp_path), run="r1", resume="r2", image=image)
+    with pytest.raises(StackError, match=r"bad --run 'a/b': a run name is one path segment"):
+        build_spec("rehearsal", cloud="local", bucket=str(tmp_path), run="a/b", image=image)
+    with pytest.raises(StackError, match=r"--run names the run's checkpoint folder under --bucket"):
+        build_spec("rehearsal", cloud="local", run="r1", image=image)
+    with pytest.raises(StackError, match=r"--spot does not apply to --cloud local"):
+        local_managed.prepare_local_run(build_spec("rehearsal", cloud="local", bucket=str(tmp_path), managed=True,
+                                                   spot=True, image=image), ())
