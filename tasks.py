@@ -8,7 +8,11 @@ INVOKE_* environment variables).
 """
 from invoke import Collection, task
 
-from skyrl_stack.cli import reports_errors, split_csv
+from skyrl_stack.cli import check_project_config, reports_errors, split_csv
+from skyrl_stack.task_defaults import default
+
+# invoke.yaml and INVOKE_* as Invoke will read them: what would end in its traceback is one line now.
+check_project_config(__file__)
 
 # --------------------------------------------------------------------------- image
 
@@ -34,15 +38,15 @@ def build(c, variant=None, base_image=None, repository=None, push=False, no_cach
     from skyrl_stack.image.build import build_variants
 
     records = build_variants(
-        variants=split_csv(variant or c.image.variant),
-        repository=repository or c.image.repository,
+        variants=split_csv(variant or default(c, "image.variant")),
+        repository=repository or default(c, "image.repository"),
         base_image=base_image or None,
         no_cache=no_cache,
-        ca_bundle=ca_bundle or c.build.ca_bundle or None,
-        progress=progress or c.build.progress,
+        ca_bundle=ca_bundle or default(c, "build.ca_bundle") or None,
+        progress=progress or default(c, "build.progress"),
         cache_ref=cache_ref,
         git_token_env=git_token_env,
-        compression=compression or c.build.compression,
+        compression=compression or default(c, "build.compression"),
     )
     if push:
         from skyrl_stack.image.push import smoke_and_push
@@ -63,7 +67,7 @@ def push(c, variant=None, repository=None, registry="generic", skip_smoke_gate=F
     """Push built images: digest first, verified against the registry, then the human tags."""
     from skyrl_stack.image.push import push_variants
 
-    push_variants(split_csv(variant or c.image.variant), repository=repository, registry=registry,
+    push_variants(split_csv(variant or default(c, "image.variant")), repository=repository, registry=registry,
                   skip_smoke_gate=skip_smoke_gate)
 
 
@@ -144,7 +148,7 @@ def smoke(c, variant=None, image=None, gpus="all", tier=None, report=None, host=
     from skyrl_stack.smoke.runner import run_smoke
 
     if not (variant or image or host):
-        variant = c.image.variant
+        variant = default(c, "image.variant")
     run_smoke(variant=variant, image=image, gpus=gpus, tiers=split_csv(tier), report_dir=report, host=host,
               overrides_file=overrides_file)
 
@@ -164,12 +168,12 @@ _TASK_HELP = {
     "allow_tag": "accept an image by moving tag",
     "registry_login": "private registry: USER:PASSWORD_ENV[@SERVER], or `ecr` for ECR through the node's IAM role",
     "pull_secret": "Kubernetes: name of the imagePullSecret for the image",
-    "logger": "wandb | console | tensorboard | mlflow (default: wandb; console for rehearsal)",
+    "logger": "wandb | console | tensorboard: what the image can run (default: wandb; console for rehearsal)",
     "network_tier": "best: ask for the cloud's fast interconnect (only with an image that can use it; see README)",
-    "managed": "a SkyPilot managed job, recovered on preemption (needs --bucket; --cloud local: a local jobs controller)",
-    "spot": "ask for spot capacity (resources.use_spot)",
-    "run": "the run's name: its checkpoint folder under --bucket (default: generated, in the header)",
-    "resume": "continue the run NAME on purpose (its checkpoints must exist; not with --run)",
+    "managed": "a SkyPilot managed job (sky jobs launch): recovered after preemptions; needs --bucket (--cloud local: a local jobs controller)",
+    "spot": "spot capacity (resources.use_spot); with --managed a preemption is recovered",
+    "run": "the run's name: its checkpoint folder under --bucket (default: <variant>-YYYYmmdd-HHMMSS-xxxx)",
+    "resume": "continue run NAME from its checkpoints under --bucket (they must exist)",
 }
 
 
@@ -179,10 +183,10 @@ def _task_spec(c, variant, cloud, gpus, nodes, memory, disk_size, bucket, set, i
     from skyrl_stack.launch.options import build_spec
 
     return build_spec(
-        variant or c.image.variant, cloud=cloud or c.launch.cloud, gpus=gpus or None,
-        nodes=nodes if nodes is not None else c.launch.nodes, memory=memory, disk_size=disk_size, bucket=bucket,
+        variant or default(c, "image.variant"), cloud=cloud or default(c, "launch.cloud"), gpus=gpus or None,
+        nodes=nodes if nodes is not None else default(c, "launch.nodes"), memory=memory, disk_size=disk_size, bucket=bucket,
         sets=set, image=image, allow_tag=allow_tag, registry_login=registry_login, pull_secret=pull_secret,
-        logger=logger, default_gpus=c.launch.gpus, registry=registry, network_tier=network_tier,
+        logger=logger, default_gpus=None if gpus else default(c, "launch.gpus"), registry=registry, network_tier=network_tier,
         managed=managed, spot=spot, run=run, resume=resume,
     )
 
@@ -207,7 +211,8 @@ def render(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk
 @task(iterable=["set", "env", "preempt"], help={
     **_TASK_HELP, "cluster": "cluster name (default: skyrl-<variant>; --cloud local: skyrl-local-<variant>-xxxxxx)", "dry_run": "let SkyPilot plan, launch nothing",
     "detach": "return once the job is submitted (follow with `invoke logs`)",
-    "autostop": "stop the cluster after M idle minutes (with --down: tear it down)", "down": "tear down when done",
+    "autostop": "stop the cluster after M idle minutes (with --down: tear it down); default 30 for a cloud "
+                "launch that is not managed; `off`: keep it up while idle", "down": "tear down when done",
     "skip_smoke_gate": "launch without a passing smoke run of the digest and without SkyRL's check of the "
                        "training plan in the image (said loudly)",
     "env": "override a task env, KEY=VALUE (repeatable), e.g. SKYRL_RAY_JOIN_TIMEOUT=60",
@@ -254,7 +259,7 @@ def logs(c, cluster=None, job_id=None, no_follow=False):
 
     from skyrl_stack.launch.clusters import default_cluster, logs as job_logs
 
-    code = job_logs(cluster or default_cluster(c.image.variant), job_id=job_id, follow=not no_follow)
+    code = job_logs(cluster or default_cluster(default(c, "image.variant")), job_id=job_id, follow=not no_follow)
     if code:
         raise Exit(code=code)
 
@@ -266,8 +271,49 @@ def down(c, cluster=None, stale=False):
     """Tear a cluster down (bucket checkpoints survive; node disks do not)."""
     from skyrl_stack.launch.clusters import default_cluster, down as cluster_down
 
-    cluster_down(cluster or default_cluster(c.image.variant), stale=stale)
+    cluster_down(cluster or default_cluster(default(c, "image.variant")), stale=stale)
 
+
+# --------------------------------------------------------------------------- managed jobs
+
+_JOB_HELP = {"run": "the run's name (the managed job is named after it)", "job_id": "managed job id (`invoke jobs.status`)"}
+
+
+@task(name="status", help={"run": "only the jobs of this run"})
+@reports_errors
+def jobs_status(c, run=None):
+    """Managed jobs (invoke launch --managed): id, run, state and how many times SkyPilot recovered each."""
+    from skyrl_stack.launch.managed_jobs import status as managed_status
+
+    managed_status(run)
+
+
+@task(name="logs", help={**_JOB_HELP, "no_follow": "print what is there and return"})
+@reports_errors
+def jobs_logs(c, run=None, job_id=None, no_follow=False):
+    """Stream a managed job's logs across its recoveries (the latest job unless named); exits with its code."""
+    from invoke.exceptions import Exit
+
+    from skyrl_stack.launch.managed_jobs import logs as managed_logs
+
+    code = managed_logs(run, job_id=job_id, follow=not no_follow)
+    if code:
+        raise Exit(code=code)
+
+
+@task(name="cancel", help=_JOB_HELP)
+@reports_errors
+def jobs_cancel(c, run=None, job_id=None):
+    """Cancel a managed job (its cluster goes; its checkpoints stay in the bucket for --resume)."""
+    from skyrl_stack.launch.managed_jobs import cancel as managed_cancel
+
+    managed_cancel(run, job_id=job_id)
+
+
+jobs = Collection("jobs")
+jobs.add_task(jobs_status, name="status")
+jobs.add_task(jobs_logs, name="logs")
+jobs.add_task(jobs_cancel, name="cancel")
 
 # --------------------------------------------------------------------------- infra
 
@@ -310,10 +356,10 @@ def infra_down(c, cloud="aws", region=None, stack_name=None):
 @task(help={"region": "region of the recorded stack (default: the only one recorded)"})
 @reports_errors
 def infra_skypilot_config(c, region=None):
-    """Write the SkyPilot config layer with the stack's instance profile; prints the SKYPILOT_CONFIG line."""
-    from skyrl_stack.infra.skypilot_config import write_skypilot_config
+    """Write the SkyPilot config layer with the stack's instance profile; prints the line that puts it in effect."""
+    from skyrl_stack.infra.skypilot_config import CONFIG_ENV, write_skypilot_config
 
-    print(f"export SKYPILOT_CONFIG={write_skypilot_config(region)}")
+    print(f"export {CONFIG_ENV}={write_skypilot_config(region)}")
 
 
 infra = Collection("infra")
@@ -322,4 +368,5 @@ infra.add_task(infra_outputs, name="outputs")
 infra.add_task(infra_down, name="down")
 infra.add_task(infra_skypilot_config, name="skypilot-config")
 
-ns = Collection(build, push, promote, lock_rehearsal, smoke, lint, test, bench, infra, render, launch, status, logs, down)
+ns = Collection(build, push, promote, lock_rehearsal, smoke, lint, test, bench, infra, jobs, render, launch, status, logs,
+                down)

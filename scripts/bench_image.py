@@ -136,19 +136,22 @@ def largest_layers(ref: str, count: int = 6) -> list[str]:
     return [f"{row[0]:>8}  {' '.join(row[1].split())[:110]}" for row in rows[:count]]
 
 
-def main() -> int:
+def main(hold: str | None = None) -> int:
+    """Measure; every local tag the run made is under its throwaway registry's host and goes with it
+    (RegistryProcess). `hold` (a name of the caller's, who removes it) keeps the measured image for
+    measurements after this one (`invoke bench`'s start and layer figures)."""
     work = Path(tempfile.mkdtemp(prefix="bench-image-"))
     os.environ["SKYRL_STACK_WORKSPACE"] = str(work)
     try:
         with RegistryProcess(work / "registry") as registry:
             os.environ["SKYRL_STACK_REGISTRY_USER"] = registry.user
             os.environ["SKYRL_STACK_REGISTRY_PASSWORD"] = registry.password
-            return measure(registry, work)
+            return measure(registry, work, hold)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def measure(registry, work: Path) -> int:
+def measure(registry, work: Path, hold: str | None = None) -> int:
     repository = f"{registry.host}/skyrl-stack-bench"
     results: dict[str, float | int | str] = {"compression": DEFAULT_COMPRESSION}
 
@@ -206,8 +209,10 @@ def measure(registry, work: Path) -> int:
     results["cold_vs_top_layer_ratio"] = round(results["cold_build_s"] / results["top_layer_rebuild_s"], 1)
     results["cold_vs_noop_ratio"] = round(results["cold_build_s"] / results["noop_rebuild_s"], 1)
     results["push_incremental_pct"] = round(100 * results["push_incremental_bytes"] / results["push_full_bytes"], 4)
-    # The measured image stays in the engine; its build record goes with this run's state dir.
+    # Its build record goes with this run's state dir; the image stays only under `hold`.
     results["image_ref"] = changed.ref
+    if hold:
+        subprocess.run(["docker", "tag", changed.digest, hold], check=True)
 
     out = REPO / "reports" / "bench-image.json"
     out.parent.mkdir(exist_ok=True)

@@ -28,6 +28,20 @@ def reports_errors(fn):
     return wrapper
 
 
+def check_project_config(tasks_file: str) -> None:
+    """At import of tasks.py: a project config Invoke would fail on with a traceback becomes one line."""
+    from pathlib import Path
+
+    from invoke.exceptions import Exit
+
+    from skyrl_stack.task_defaults import check_project_config as check
+
+    try:
+        check(Path(tasks_file).resolve().parent)
+    except StackError as exc:
+        raise Exit(exc.render(), code=1) from None
+
+
 def split_csv(value: str | None) -> list[str]:
     """'a,b' or 'a b' -> ['a', 'b'] (for options that take several values)."""
     if not value:

@@ -8,11 +8,14 @@ images with the CLI (`docker image save`, `docker history`), as a user would.
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 
 from skyrl_stack.errors import StackError, first_line
+from skyrl_stack.reporter import step
 
 # buildx >= 0.10 passes SOURCE_DATE_EPOCH to BuildKit; BuildKit >= 0.13 has the
 # exporter's rewrite-timestamp (moby/buildkit docs/build-repro.md). The build is
@@ -37,8 +40,9 @@ def client():
     return api
 
 
-def require_buildx() -> None:
-    """BuildKit through the buildx CLI plugin, with a daemon behind it."""
+def require_buildx() -> str:
+    """BuildKit through the buildx CLI plugin, with a daemon behind it; returns the builder to
+    build with (engine_builder: the engine's own, whatever builder is active)."""
     if shutil.which("docker") is None:
         raise StackError("the docker CLI is not on PATH", hint="install Docker (the CLI and the buildx plugin)")
     probe = subprocess.run(["docker", "buildx", "version"], capture_output=True, text=True, check=False)
@@ -50,8 +54,9 @@ def require_buildx() -> None:
     info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, check=False)
     if info.returncode != 0 or not info.stdout.strip():
         raise StackError("cannot reach the Docker daemon: " + first_line(info.stderr), hint=DAEMON_HINT)
-    builder = subprocess.run(["docker", "buildx", "inspect"], capture_output=True, text=True, check=False)
-    check_versions(probe.stdout, builder.stdout, info.stdout.strip())
+    builder = engine_builder()
+    check_versions(probe.stdout, builder.inspect, info.stdout.strip())
+    return builder.name
 
 
 def version_of(text: str) -> tuple[int, ...] | None:
@@ -87,3 +92,58 @@ def check_versions(buildx_version: str, builder_inspect: str, engine_version: st
         raise StackError(f"Docker Engine {engine_version} bundles a BuildKit older than "
                          f"{'.'.join(map(str, MIN_BUILDKIT))} (rewrite-timestamp for reproducible images)",
                          hint="upgrade Docker Engine to >= 26")
+
+
+# Where buildx reads the active builder from, in its order: the --builder flag (the build
+# always passes one), BUILDX_BUILDER, then `docker buildx use` (~/.docker/buildx/current).
+BUILDER_ENV = "BUILDX_BUILDER"
+# The only buildx driver whose `image` export lands in the engine's image store: it is the
+# BuildKit inside the engine. With docker-container, kubernetes or remote, an image export
+# without push stays inside the builder (Docker docs, "Build drivers").
+ENGINE_DRIVER = "docker"
+
+
+@dataclass(frozen=True)
+class Builder:
+    name: str
+    driver: str
+    inspect: str  # `docker buildx inspect NAME` as printed (check_versions reads its BuildKit version)
+
+
+def inspect_builder(name: str | None = None) -> Builder | None:
+    """`docker buildx inspect [NAME]` (no name: the active builder); None when buildx knows no such builder."""
+    result = subprocess.run(["docker", "buildx", "inspect", *([name] if name else [])], capture_output=True,
+                            text=True, check=False)
+    if result.returncode != 0:
+        return None
+    fields = dict(line.split(":", 1) for line in result.stdout.splitlines()[:3] if ":" in line)
+    return Builder(fields.get("Name", name or "").strip(), fields.get("Driver", "").strip(), result.stdout)
+
+
+def engine_builder() -> Builder:
+    """The engine's own builder (driver `docker`), which the build names with --builder.
+
+    The flow after the build (digest check, tags, smoke, the incremental push of
+    only new layers) reads the image from the engine's store, and only this
+    builder exports there itself. Another active builder (BUILDX_BUILDER, `docker
+    buildx use`, docker/setup-buildx-action's docker-container one) would keep the
+    image inside it; it is passed over, in one line. buildx names the engine's
+    builder after the Docker context (`docker context show`: `default` for
+    DOCKER_HOST or the local socket)."""
+    context = subprocess.run(["docker", "context", "show"], capture_output=True, text=True, check=False)
+    name = context.stdout.strip() or "default"
+    own = inspect_builder(name)
+    if own is None or own.driver != ENGINE_DRIVER:
+        found = "docker buildx knows no builder of that name" if own is None else f"its driver is {own.driver}"
+        raise StackError(f"cannot build with the engine's own builder {name!r} (Docker context {name}): {found}",
+                         hint="the build exports into the engine's image store, which only a builder with "
+                              "driver `docker` does: check `docker buildx ls` and `docker context show`")
+    active = inspect_builder()
+    if active is None:
+        chosen_by = (f"{BUILDER_ENV}={os.environ[BUILDER_ENV]}" if os.environ.get(BUILDER_ENV)
+                     else "the builder `docker buildx use` chose")
+        step(f"{chosen_by} names no builder docker buildx knows; building with the engine's own builder {name!r}")
+    elif active.name != own.name:
+        step(f"the active builder {active.name!r} (driver {active.driver or 'unknown'}) does not store images in "
+             f"this engine; building with the engine's own builder {name!r}, which does")
+    return own

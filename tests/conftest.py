@@ -7,6 +7,7 @@ missing: a green suite must mean the container paths really ran.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -97,13 +98,52 @@ def registry(tmp_path):
     """A real registry process (Debian's docker-registry) with htpasswd auth on a free port.
 
     A push tags the image locally under the registry's host first; those tags are removed
-    at the end with the registry (the port is free for the next one, and its images are gone)."""
+    at the end with the registry (RegistryProcess: the port is free for the next one, and its
+    images are gone)."""
     with RegistryProcess(tmp_path / "registry") as reg:
-        try:
-            yield reg
-        finally:
-            listed = subprocess.run(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
-                                    capture_output=True, text=True)
-            ours = [ref for ref in listed.stdout.split() if ref.startswith(f"{reg.host}/")]
-            if ours:
-                subprocess.run(["docker", "image", "rm", *ours], capture_output=True)
+        yield reg
+
+
+# Names tests (this checkout's and the other checkouts' sharing the engine) give their images:
+# every SKYRL_STACK_TEST_REPOSITORY (127.0.0.1:5000/skyrl-stack-test-<name>), the names older
+# tests used, and a registry on a temporary port (any 127.0.0.1:<port>/ but the shared :5000).
+_TEST_NAMES = re.compile(r"^(?:127\.0\.0\.1:5000/skyrl-stack-test|skyrl-stack-test|skyrl-stack-smoke-|"
+                         r"skyrl-stack-bench|127\.0\.0\.1:(?!5000/)\d+/)")
+
+
+def engine_leaks(before: dict[str, str], after: dict[str, str], temporary_hosts: set[str]) -> list[str]:
+    """What the session did to the engine that it must not ({reference: image id}, engine_refs): a name
+    that was there before, not a test's (the user's, e.g. the quickstart's image), is gone; a name under
+    one of this session's temporary registries or proxies (all stopped by now) is left."""
+    removed = [f"removed {ref}" for ref in sorted(before) if ref not in after and not _TEST_NAMES.match(ref)]
+    left = [f"left {ref}" for ref in sorted(after) if any(ref.startswith(f"{host}/") for host in temporary_hosts)]
+    return removed + left
+
+
+@pytest.fixture(scope="session", autouse=True)
+def engine_left_as_found():
+    """The suite leaves the user's engine as it found it (engine_leaks): a leak fails the run.
+    Scoped so that other checkouts' tests working on the same engine meanwhile are not counted."""
+    from tests.support.registry import TEMPORARY_HOSTS, engine_refs
+
+    before = engine_refs()
+    yield
+    after = engine_refs()
+    if before is not None and after is not None:
+        leaks = engine_leaks(before, after, TEMPORARY_HOSTS)
+        if leaks:
+            pytest.fail("the tests changed the engine's tags: " + "; ".join(leaks), pytrace=False)
+
+
+@pytest.fixture
+def remote_builder():
+    """A buildx builder of another driver than the engine's (`remote`, creatable offline; docker-container needs
+    the moby/buildkit image from Docker Hub), of this test's own name, removed after; never made the default.
+    It points at nothing (tcp://127.0.0.1:1): whatever it is asked to build fails."""
+    name = f"skyrl-test-remote-{os.getpid()}"
+    subprocess.run(["docker", "buildx", "create", "--name", name, "--driver", "remote", "tcp://127.0.0.1:1"],
+                   check=True, capture_output=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["docker", "buildx", "rm", name], capture_output=True)

@@ -209,24 +209,31 @@ def run(parts: list[str], repeat: int = 3, readme: bool = True) -> Path:
         raise StackError(f"unknown benchmark {', '.join(unknown)}", hint=f"choose from {', '.join(PARTS)}")
     root = project_root()
     results: dict = {"machine": machine(), "variant": "rehearsal"}
-    if "image" in parts:
-        saved = dict(os.environ)
-        try:  # bench_image builds into its own state dir and registry, both removed when it ends
-            _script("bench_image").main()
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-        results["image"] = json.loads((root / "reports" / "bench-image.json").read_text())
-        ref = results["image"]["image_ref"]  # its last build, still in the engine: measured below
-    else:
-        ref = load_build_record("rehearsal").ref
-    if "start" in parts:
-        results["start"] = _script("bench_start").main(["--image", ref, "--repeat", str(repeat)])
-    if "launch" in parts:
-        results["launch"] = _script("bench_launch").main(["--repeat", str(repeat), "--launch-repeat", "1"])
-    if "layers" in parts:
-        results["layers"] = layer_report(ref)
-    results["image_ref"] = ref
+    # bench_image's last build, held under this name for the figures below, then removed: the
+    # benchmark leaves the engine's tags as it found them.
+    hold = f"skyrl-stack-bench/measured:{os.getpid()}"
+    try:
+        if "image" in parts:
+            saved = dict(os.environ)
+            try:  # bench_image builds into its own state dir and registry, both removed when it ends
+                _script("bench_image").main(hold=hold)
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+            results["image"] = json.loads((root / "reports" / "bench-image.json").read_text())
+            ref = hold  # = results["image"]["image_ref"], whose registry is gone
+        else:
+            ref = load_build_record("rehearsal").ref
+        if "start" in parts:
+            results["start"] = _script("bench_start").main(["--image", ref, "--repeat", str(repeat)])
+        if "launch" in parts:
+            results["launch"] = _script("bench_launch").main(["--repeat", str(repeat), "--launch-repeat", "1"])
+        if "layers" in parts:
+            results["layers"] = layer_report(ref)
+    finally:
+        if "image" in parts:
+            subprocess.run(["docker", "image", "rm", hold], capture_output=True)
+    results["image_ref"] = results["image"]["image_ref"] if "image" in parts else ref
     out = root / "reports"
     out.mkdir(exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")

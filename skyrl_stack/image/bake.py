@@ -11,6 +11,7 @@ import subprocess
 from datetime import datetime, timezone
 
 from skyrl_stack.errors import StackError
+from skyrl_stack.image import skyrl_patches
 from skyrl_stack.image.lock_check import expectations
 from skyrl_stack.image.pins import Pins, Variant
 from skyrl_stack.image.refs import validate_repository, validate_tag
@@ -65,17 +66,29 @@ def tags(pins: Pins, variant: Variant, repository: str) -> list[str]:
     return [f"{repository}:{descriptive_tag(pins, variant)}", f"{repository}:{pins_tag(pins, variant)}"]
 
 
+# Everything the build reads besides the pins (which live in skyrl_stack/image/): the
+# Dockerfile's context, i.e. all it COPYs or bind-mounts (skyrl_stack/ is mounted whole to
+# install the package). The input fingerprint (build.py) hashes these files and the
+# revision label names the last commit that changed them, from this one list.
+BUILD_INPUTS = ("docker", "skyrl_stack", ".dockerignore")
+
+
 def git_revision() -> str:
-    """This project's commit (OCI revision label); '-dirty' when the tree has edits."""
+    """The last commit that changed what the build reads (BUILD_INPUTS), for the OCI revision
+    label; '-dirty' when those files have uncommitted edits (or new files).
+
+    Not HEAD: a commit that touches nothing the build reads (README, tests, infra/)
+    then keeps the label, so the image's digest, its build record (the build is
+    skipped as up to date) and its smoke record stay valid."""
+    git = ["git", "-C", str(project_root())]
     try:
-        rev = subprocess.run(
-            ["git", "-C", str(project_root()), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(project_root()), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()
+        rev = subprocess.run([*git, "log", "-1", "--format=%H", "--", *BUILD_INPUTS],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", *BUILD_INPUTS],
+                               capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    if not rev:  # a checkout whose history never touched the inputs (or a shallow clone cut above them)
         return "unknown"
     return f"{rev}-dirty" if dirty else rev
 
@@ -106,6 +119,8 @@ def build_args(pins: Pins, variant: Variant, base_image: str | None = None) -> d
             # What skyrl-lock-check takes from the lock as prebuilt wheels (layers.py prebuilt), with their pins.
             SKYRL_PREBUILT=json.dumps({package: [extra, f"[variants.{variant.name}.prebuilt] {package}"]
                                        for package, extra in variant.prebuilt.items()}, sort_keys=True),
+            # What skyrl-source applies to the checkout, each file with its pinned sha256 ([skyrl.patches]).
+            SKYRL_PATCHES=skyrl_patches.build_arg(pins),
         )
     else:
         args.update(VENV_STAGE="venv-rehearsal", REHEARSAL_LOCK=variant.lock)
@@ -142,6 +157,8 @@ def labels(pins: Pins, variant: Variant, base_image: str | None = None, revision
         result[f"{LABEL_PREFIX}.skyrl.ref"] = pins.skyrl_ref
         result[f"{LABEL_PREFIX}.skyrl.commit"] = pins.skyrl_commit
         result[f"{LABEL_PREFIX}.skyrl.extra"] = variant.skyrl_extra
+        if pins.skyrl_patches:
+            result[f"{LABEL_PREFIX}.skyrl.patches"] = skyrl_patches.label(pins)
     for package, version in sorted(variant.expect.items()):
         result[f"{LABEL_PREFIX}.expect.{package}"] = version
     return result
@@ -163,6 +180,7 @@ def bake_definition(
     """The `docker buildx bake` JSON for these variants; with `export`, each
     target is stored in the engine under its tags (image_output)."""
     targets = {}
+    revision = revision if revision is not None else git_revision()  # once for all targets (two git calls)
     for variant in variants:
         target = {
             "context": ".",

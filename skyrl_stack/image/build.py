@@ -20,9 +20,9 @@ from pathlib import Path
 
 from skyrl_stack import engine
 from skyrl_stack.errors import StackError
-from skyrl_stack.image import bake, rehearsal_lock
+from skyrl_stack.image import bake, rehearsal_lock, skyrl_patches
 from skyrl_stack.image.pins import load_pins
-from skyrl_stack.image.records import BuildRecord, load_build_record, state_dir, write_json_atomic
+from skyrl_stack.image.records import BuildRecord, load_build_record, state_dir, workspace_write, write_json_atomic
 from skyrl_stack.image.refs import validate_repository
 from skyrl_stack.project import project_root
 from skyrl_stack.reporter import step
@@ -51,10 +51,11 @@ def build_variants(
     chosen = _check_inputs(pins, variants, repository, cache_ref=cache_ref, git_token_env=git_token_env,
                            compression=compression)
     ca_bundle = _ca_bundle(ca_bundle)
-    engine.require_buildx()
+    builder = engine.require_buildx()  # the engine's own builder, named to buildx explicitly
 
     work = state_dir() / "build"
-    work.mkdir(parents=True, exist_ok=True)
+    with workspace_write(work):
+        work.mkdir(parents=True, exist_ok=True)
     with build_lock(work):
         definition = bake.bake_definition(
             pins, chosen, repository,
@@ -73,8 +74,9 @@ def build_variants(
         if unchanged:
             return unchanged
         started = time.monotonic()
-        digests = _run_bake(pins, definition, list(targets), work, progress=progress, no_cache=no_cache)
-        images = {name: _stored_image(client, digest) for name, digest in digests.items()}  # all, before any record
+        digests = _run_bake(pins, definition, list(targets), work, progress=progress, no_cache=no_cache,
+                            builder=builder)
+        images = {name: _stored_image(client, digest, builder) for name, digest in digests.items()}  # all, before any record
         seconds = round(time.monotonic() - started, 1)
         return [_tag_and_record(images[name], pins, name, repository, targets[name], digests[name],
                                 seconds=seconds, fingerprint=fingerprints[name]) for name in targets]
@@ -96,6 +98,8 @@ def _check_inputs(pins, variants: list[str], repository: str, *, cache_ref: str 
     for variant in chosen:
         if variant.lock:  # pins are inputs: a lock that disagrees with them fails here, not after the build
             rehearsal_lock.check(variant)
+    if any(variant.has_skyrl for variant in chosen):  # so are the patches of SkyRL's checkout
+        skyrl_patches.check_files(pins)
     return chosen
 
 
@@ -134,12 +138,15 @@ def build_lock(work: Path, wait_seconds: float | None = None):
     import fcntl
 
     path = work / ".lock"
-    with open(path, "a+") as handle:
+    # Unbuffered: a write the disk refuses fails where it is made, and nothing is left to flush at close.
+    with workspace_write(path):
+        handle = open(path, "a+b", buffering=0)
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = handle.read().decode(errors="replace").strip() or "another process"
             step(f"waiting for the build already running in this checkout ({holder}) to finish")
             deadline = None if wait_seconds is None else time.monotonic() + wait_seconds
             while True:
@@ -151,27 +158,28 @@ def build_lock(work: Path, wait_seconds: float | None = None):
                         raise StackError(f"another build is running in this checkout ({holder})",
                                          hint=f"wait for it to finish (it holds {path}); nothing was built") from None
                     time.sleep(0.5)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
+        with workspace_write(path):  # on a full disk the pid is refused (ENOSPC): one line
+            handle.truncate(0)
+            handle.write(f"pid {os.getpid()}".encode())
         try:
             yield
         finally:
-            handle.seek(0)
-            handle.truncate()
+            handle.truncate(0)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _run_bake(pins, definition: dict, names: list[str], work: Path, *, progress: str, no_cache: bool) -> dict[str, str]:
-    """docker buildx bake the targets into the engine's store; {variant: manifest digest} from its metadata."""
+def _run_bake(pins, definition: dict, names: list[str], work: Path, *, progress: str, no_cache: bool,
+              builder: str) -> dict[str, str]:
+    """docker buildx bake the targets into the engine's store (with `builder`, the engine's own: see
+    engine.engine_builder); {variant: manifest digest} from its metadata."""
     bake_file, metadata_file = work / "bake.json", work / "metadata.json"
     write_json_atomic(bake_file, definition)
-    metadata_file.unlink(missing_ok=True)
+    with workspace_write(metadata_file):
+        metadata_file.unlink(missing_ok=True)
     listed = ", ".join(names)
     step(f"building {listed} (pins {pins.digest()}, SOURCE_DATE_EPOCH={pins.source_date_epoch})")
-    command = ["docker", "buildx", "bake", "--file", str(bake_file), "--metadata-file", str(metadata_file),
-               "--progress", progress]
+    command = ["docker", "buildx", "bake", "--builder", builder, "--file", str(bake_file),
+               "--metadata-file", str(metadata_file), "--progress", progress]
     if no_cache:
         command.append("--no-cache")
     command += names
@@ -215,10 +223,6 @@ def _tag_and_record(image, pins, variant: str, repository: str, target: dict, di
     return record
 
 
-# Everything the Dockerfile can read lives here (COPY and bind mounts).
-CONTEXT_PATHS = ("docker", "skyrl_stack", ".dockerignore")
-
-
 def _run_showing_output(command: list[str], env: dict) -> tuple[int, bool]:
     """Run the build, its output passed through to stderr as it comes; returns the exit code
     and whether a step failed on certificate verification."""
@@ -248,7 +252,7 @@ def input_fingerprint(target: dict, base_image_id: str = "") -> str:
 
 def _context_files() -> list[Path]:
     found = []
-    for name in CONTEXT_PATHS:
+    for name in bake.BUILD_INPUTS:
         top = project_root() / name
         candidates = [top] if top.is_file() else top.rglob("*")
         found += [p for p in candidates if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
@@ -279,9 +283,21 @@ def _up_to_date(client, repository: str, fingerprints: dict[str, str]) -> list[B
     if not all(unchanged):
         return None
     for record in unchanged:
+        _restore_tags(client, record)
         step(f"{record.variant}: up to date, {record.digest} (inputs unchanged since {record.built_at}; "
              "--no-cache rebuilds)")
     return unchanged
+
+
+def _restore_tags(client, record: BuildRecord) -> None:
+    """Give the recorded image back the record's tags that are gone (removed by hand, or moved by another
+    build): an up-to-date build leaves the engine as a build would."""
+    image = client.images.get(record.digest)
+    for ref in record.tags:
+        if ref not in image.tags:
+            repo, tag = ref.rsplit(":", 1)
+            image.tag(repo, tag)
+            step(f"{record.variant}: tagged {ref} again")
 
 
 def _unchanged_build(client, variant: str, repository: str, fingerprint: str) -> BuildRecord | None:
@@ -295,12 +311,23 @@ def _unchanged_build(client, variant: str, repository: str, fingerprint: str) ->
     return record if _local_image(client, record.digest) is not None else None
 
 
-def _stored_image(client, digest: str):
+def _stored_image(client, digest: str, builder: str = ""):
     """The built image; the engine's image id must be the manifest digest BuildKit reported (what a registry will report)."""
     image = _local_image(client, digest)
     if image is None or image.id != digest:
-        raise StackError(
-            f"the engine does not hold the built image as {digest}",
-            hint='enable the containerd image store: {"features": {"containerd-snapshotter": true}} in /etc/docker/daemon.json',
-        )
+        raise StackError(f"the engine does not hold the built image as {digest}", hint=_missing_image_hint(client, builder))
     return image
+
+
+CONTAINERD_STORE = "io.containerd.snapshotter"  # `docker info` DriverStatus of the containerd image store
+
+
+def _missing_image_hint(client, builder: str) -> str:
+    """Why a built image is not in the engine under its digest: the graph-driver store (its image id is the config's
+    digest, not the manifest's), or, where the store is already containerd's, the builder exported it elsewhere."""
+    status = json.dumps(client.info().get("DriverStatus") or [])
+    if CONTAINERD_STORE not in status:
+        return ('enable the containerd image store: {"features": {"containerd-snapshotter": true}} in '
+                "/etc/docker/daemon.json")
+    return (f"the engine already uses the containerd image store; the builder {builder or '(unknown)'} exported the "
+            "image elsewhere: check `docker buildx ls` and that it is the engine's own (driver docker)")

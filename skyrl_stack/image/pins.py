@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -129,6 +130,11 @@ class Pins:
         return self.raw["skyrl"]["subdir"]
 
     @property
+    def skyrl_patches(self) -> dict[str, str]:
+        """Patches of SkyRL's checkout in the order they apply: name (docker/patches/<name>.patch) -> sha256."""
+        return dict(self.raw["skyrl"].get("patches", {}))
+
+    @property
     def skypilot_tested(self) -> str:
         return self.raw["skypilot"]["tested"]
 
@@ -217,6 +223,16 @@ class Table:
     reserved: tuple = ()  # (key, reason) pairs refused in this table
 
 
+def _patch_names_and_digests(patches: dict) -> str | None:
+    """[skyrl.patches]: each name is a file name (docker/patches/<name>.patch), each value a sha256."""
+    for name, digest in patches.items():
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            return f"{name!r} is not a patch file name (letters, digits, '.', '_', '-')"
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            return f"{name}: {digest!r} is not a sha256 (64 lowercase hex digits)"
+    return None
+
+
 # skyrl-ray-up passes each as `ray start --<name with dashes>-port` (min/max_worker: the worker range).
 RAY_PORT_NAMES = ("dashboard", "dashboard_agent_listen", "dashboard_agent_grpc", "ray_client_server", "node_manager",
                   "object_manager", "metrics_export", "runtime_env_agent", "min_worker", "max_worker")
@@ -246,6 +262,7 @@ SCHEMA = {
     "skyrl": Key({
         "repo": Key(str), "ref": Key(str), "commit": Key(str), "commit_time": Key(str), "subdir": Key(str),
         "expect": Key(_EXPECT, required=False),
+        "patches": Key(Table(of=str), required=False, check=_patch_names_and_digests),
     }),
     "skypilot": Key({"tested": Key(str)}),
     "variants": Key(Table(of=_VARIANT)),
@@ -326,10 +343,15 @@ def _load(path: Path) -> Pins:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise StackError(f"cannot read pins file {path}: {exc}") from exc
     problems = schema_errors(raw)
+    hint = "fix that key; the schema is SCHEMA in skyrl_stack/image/pins.py"
+    if not problems:  # well typed: then what the values mean (ports, extras, per-variant keys)
+        from skyrl_stack.image.pins_meaning import meaning_errors
+
+        problems = meaning_errors(raw)
+        hint = "fix that key; skyrl_stack/image/pins_meaning.py says what each must be"
     if problems:
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise StackError(f"pins file {path}: {problems[0]}{more}",
-                         hint="fix that key; the schema is SCHEMA in skyrl_stack/image/pins.py")
+        raise StackError(f"pins file {path}: {problems[0]}{more}", hint=hint)
     return Pins(raw)
 
 

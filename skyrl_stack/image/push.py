@@ -8,7 +8,7 @@ refuses the login, or reports another digest stops the push before any human
 tag moves. Transient errors (the registry gave no answer, or 408/429/5xx) are
 retried with exponential backoff; authentication errors (401/403) are not
 (classify_registry_error says how each is recognised). A failed push removes
-the local tag it made for the push.
+every local tag it made for the push (removed_on_failure).
 """
 from __future__ import annotations
 
@@ -196,17 +196,18 @@ def push_variant(
         refuse_taken_immutable_tags(client, [first] + tags_to_move, record.digest, auth)
 
     step(f"pushing {record.digest} as {first}")
-    sent = _push_with_retry(client, image, first, auth, attempts, backoff_seconds, record.layers)
-    remote = remote_digest(client, first, auth)
-    if remote != record.digest:
-        raise StackError(
-            f"registry reports {remote} for {first}, but the local image is {record.digest}",
-            hint="no human tag was moved; check the registry for a proxy or mutation, then push again",
-        )
-    step(f"registry holds {remote}: moving {len(tags_to_move)} tag(s)")
-    for ref in tags_to_move:
-        _push_with_retry(client, image, ref, auth, attempts, backoff_seconds, record.layers)
-        check_tag_moved(client, ref, record.digest, auth, after="the push")
+    with removed_on_failure(client) as made:
+        sent = _push_with_retry(client, image, first, auth, attempts, backoff_seconds, record.layers, made)
+        remote = remote_digest(client, first, auth)
+        if remote != record.digest:
+            raise StackError(
+                f"registry reports {remote} for {first}, but the local image is {record.digest}",
+                hint="no human tag was moved; check the registry for a proxy or mutation, then push again",
+            )
+        step(f"registry holds {remote}: moving {len(tags_to_move)} tag(s)")
+        for ref in tags_to_move:
+            _push_with_retry(client, image, ref, auth, attempts, backoff_seconds, record.layers, made)
+            check_tag_moved(client, ref, record.digest, auth, after="the push")
     # Every tag is verified: the push is complete. A Ctrl-C from here on must not
     # turn it into a failure (exit 130) with the record left unwritten.
     with interrupt_deferred() as interrupted:
@@ -242,29 +243,42 @@ def _local_image(client, record: BuildRecord):
                          hint=f"rebuild it: invoke build --variant {record.variant}") from None
 
 
+@contextlib.contextmanager
+def removed_on_failure(client):
+    """Yields a list for the local tags a push makes (`docker push` needs one per ref); if the push fails
+    anywhere (a refused tag, a read-back that disagrees, Ctrl-C), every one of them is removed again, so a
+    failed push leaves the engine's tags as they were. Tags that were there before are never listed."""
+    made: list[str] = []
+    try:
+        yield made
+    except BaseException:
+        from docker.errors import APIError
+
+        for ref in reversed(made):
+            with contextlib.suppress(APIError):  # already gone: nothing of ours is left
+                client.api.remove_image(ref, noprune=True)
+        raise
+
+
 def _push_with_retry(client, image, ref: str, auth: dict | None, attempts: int, backoff: float,
-                     layers: dict[str, int]) -> int:
-    """Push ref, retrying transient failures; a failed push leaves no local tag it created."""
+                     layers: dict[str, int], made: list[str]) -> int:
+    """Push ref, retrying transient failures; a local tag it creates for that is added to `made`."""
     repo, tag = ref.rsplit(":", 1)
     image.reload()
-    created = ref not in image.tags  # `docker push` needs a local tag; remove ours if the push fails
-    image.tag(repo, tag)
-    try:
-        for attempt in range(1, attempts + 1):
-            try:
-                return _push_once(client, repo, tag, auth, layers)
-            except TransientPushError as exc:
-                if attempt == attempts:
-                    raise StackError(f"registry {registry_host(repo)} unreachable: {exc}",
-                                     hint="check the registry address and that it is up; nothing was tagged there") from None
-                delay = backoff * 2 ** (attempt - 1)
-                step(f"transient error ({exc}); retry {attempt}/{attempts - 1} in {delay:.0f}s")
-                time.sleep(delay)
-        raise AssertionError("unreachable")
-    except BaseException:
-        if created:
-            client.api.remove_image(ref, noprune=True)
-        raise
+    if ref not in image.tags:
+        image.tag(repo, tag)
+        made.append(ref)
+    for attempt in range(1, attempts + 1):
+        try:
+            return _push_once(client, repo, tag, auth, layers)
+        except TransientPushError as exc:
+            if attempt == attempts:
+                raise StackError(f"registry {registry_host(repo)} unreachable: {exc}",
+                                 hint="check the registry address and that it is up; nothing was tagged there") from None
+            delay = backoff * 2 ** (attempt - 1)
+            step(f"transient error ({exc}); retry {attempt}/{attempts - 1} in {delay:.0f}s")
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def _push_once(client, repo: str, tag: str, auth: dict | None, layers: dict[str, int]) -> int:

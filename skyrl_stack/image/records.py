@@ -7,6 +7,7 @@ built and tested.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -15,26 +16,42 @@ from pathlib import Path
 
 from skyrl_stack.errors import StackError
 from skyrl_stack.image.refs import check_digest, parse_reference, validate_repository
-from skyrl_stack.project import workspace
+from skyrl_stack.project import shown, workspace
 
 
 def state_dir() -> Path:
     return workspace() / ".skyrl-stack"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+@contextlib.contextmanager
+def workspace_write(path: Path, hint: str | None = None):
+    """Writes under `path` fail in one line, not a traceback: a full disk, a read-only
+    mount, no permission, a parent that is a file (every OSError is the filesystem's answer)."""
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; nothing written this way is secret
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        yield
+    except OSError as exc:
+        raise StackError(
+            f"cannot write {shown(path)}: {exc.strerror or exc}",
+            hint=hint or (f"free space on or make writable the workspace {shown(workspace())} (or set "
+                          "SKYRL_STACK_WORKSPACE to another folder); what was written there before is intact"),
+        ) from None
+
+
+def write_text_atomic(path: Path, text: str, hint: str | None = None) -> None:
+    """Write via a temp file and rename, so a crash or a full disk never leaves half a file
+    (the old one stays); a failure is one line (workspace_write, with `hint`)."""
+    path = Path(path)
+    with workspace_write(path, hint):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; nothing written this way is secret
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

@@ -47,8 +47,14 @@ def check_cloud(cloud: str) -> str:
     return cloud
 
 
-def _parameters(repository_name: str | None, untagged_expiry_days: int | str | None, *, existing: bool) -> list[dict]:
-    """Parameters given on the command line; on an update the others keep their deployed values."""
+def _parameters(repository_name: str | None, untagged_expiry_days: int | str | None, *, existing: bool,
+                previous: frozenset = frozenset()) -> list[dict]:
+    """Parameters given on the command line; on an update the others keep their deployed values.
+
+    previous: the deployed stack's parameter keys. A parameter the template
+    gained since (e.g. IncompleteUploadExpiryDays) gets its default: CloudFormation
+    refuses UsePreviousValue for a key the stack never had.
+    """
     if untagged_expiry_days is not None:
         text = str(untagged_expiry_days).strip()
         if not text.isdigit() or not 1 <= int(text) <= 3650:
@@ -57,12 +63,13 @@ def _parameters(repository_name: str | None, untagged_expiry_days: int | str | N
         untagged_expiry_days = int(text)
     if repository_name is not None:
         validate_repository(repository_name)
-    given = {"RepositoryName": repository_name, "UntaggedExpiryDays": untagged_expiry_days}
+    given = {"RepositoryName": repository_name, "UntaggedExpiryDays": untagged_expiry_days,
+             "IncompleteUploadExpiryDays": None}
     params = []
     for key, value in given.items():
         if value is not None:
             params.append({"ParameterKey": key, "ParameterValue": str(value)})
-        elif existing:
+        elif existing and key in previous:
             params.append({"ParameterKey": key, "UsePreviousValue": True})
     return params
 
@@ -187,7 +194,8 @@ def deploy(cloud: str = "aws", region: str | None = None, stack_name: str | None
     stack_name, region, cf, existing = _find_stack(cloud, region, stack_name)
     if existing:
         check_updatable(existing, region)
-    params = _parameters(repository_name, untagged_expiry_days, existing=existing is not None)
+    params = _parameters(repository_name, untagged_expiry_days, existing=existing is not None,
+                         previous=frozenset(p["ParameterKey"] for p in (existing or {}).get("Parameters") or []))
     if existing is None:
         return _create(cf, region, stack_name, params)
     return _update(cf, region, existing, params)

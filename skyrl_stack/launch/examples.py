@@ -18,10 +18,15 @@ from skyrl_stack.project import project_root
 EXAMPLE_IMAGE = "ghcr.io/your-org/skyrl-stack@sha256:" + "0" * 64
 EXAMPLES_COMMAND = "python -m skyrl_stack.launch.render --examples"
 EXAMPLE_VARIANTS = ("vllm", "sglang")
+# The managed spot example: a 2-node run recovered by SkyPilot, checkpoints under a placeholder bucket.
+MANAGED_EXAMPLE = "vllm-managed-spot"
+MANAGED_OPTIONS = {"nodes": 2, "managed": True, "spot": True, "bucket": "s3://your-bucket/skyrl-runs", "run": "gsm8k-r1"}
 
 
 def render_example(variant: str) -> str:
-    spec = build_spec(variant, cloud="aws", nodes=1, image=EXAMPLE_IMAGE)
+    """skypilot/examples/<variant>.yaml; MANAGED_EXAMPLE is the vllm variant with MANAGED_OPTIONS."""
+    options = MANAGED_OPTIONS if variant == MANAGED_EXAMPLE else {"nodes": 1}
+    spec = build_spec(variant.split("-")[0], cloud="aws", image=EXAMPLE_IMAGE, **options)
     note = comment_lines([
         "# PLACEHOLDER: the image digest below is all zeros. Do not launch this file;",
         "# run `invoke render` for a YAML with your build's real digest.",
@@ -34,9 +39,9 @@ def write_examples() -> list[Path]:
     import yaml
 
     paths = []
-    for variant in EXAMPLE_VARIANTS:
+    for variant in (*EXAMPLE_VARIANTS, MANAGED_EXAMPLE):
         text = render_example(variant)
-        validate(yaml.safe_load(text))
+        validate(yaml.safe_load(text), managed=variant == MANAGED_EXAMPLE)
         path = project_root() / "skypilot" / "examples" / f"{variant}.yaml"
         write_text_atomic(path, text)
         paths.append(path)

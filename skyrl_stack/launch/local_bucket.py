@@ -85,10 +85,11 @@ def flush_script(mounts: dict[str, str]) -> str:
     return f"\n__skypilot_user_exit_code=$?\n{waits}\nexit $__skypilot_user_exit_code\n"
 
 
-def run_checkpoints(bucket: str, run_name: str) -> list[str]:
-    """What the run's folder in a local bucket already holds of SkyRL's checkpoints (pointer, step folders)."""
-    folder = Path(bucket) / run_name
-    if not folder.is_dir():
-        return []
-    return sorted(p.name for p in folder.iterdir() if p.name == "latest_ckpt_global_step.txt"
-                  or p.name.startswith("global_step_"))
+def local_run_state(bucket: str, run: str) -> tuple[str, str]:
+    """run_paths' check for a host-directory bucket: ('empty' | 'has-checkpoints', why), by SkyRL's names."""
+    folder = Path(bucket) / run
+    held = sorted(p.name for p in folder.iterdir() if p.name == "latest_ckpt_global_step.txt"
+                  or p.name.startswith("global_step_")) if folder.is_dir() else []
+    if held:
+        return "has-checkpoints", f"{folder} holds {', '.join(held[:3])}"
+    return "empty", f"{folder} holds no checkpoints"

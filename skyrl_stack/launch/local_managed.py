@@ -295,8 +295,10 @@ def run_managed(job: local_cluster.LocalRun, config: dict, preemptions: list[Pre
 
 def prepare_local_run(spec, preempt) -> list[Preemption]:
     """Before anything is rendered or started: the --preempt list, and the run's folder in the local bucket
-    (a new run refuses one that holds checkpoints, --resume needs one that does); creates the bucket directory."""
+    (run_paths.check_run_path: a new run refuses one that holds checkpoints, --resume needs one that does);
+    creates the bucket directory."""
     from skyrl_stack.launch import local_bucket
+    from skyrl_stack.launch.run_paths import check_run_path
 
     preemptions = parse_preempt(preempt, spec.nodes)
     if spec.spot:
@@ -305,15 +307,10 @@ def prepare_local_run(spec, preempt) -> list[Preemption]:
     if preemptions and not spec.managed:
         raise StackError("--preempt rehearses a managed job's recovery, and this launch is not managed",
                          hint="add --managed --bucket /abs/dir")
-    if spec.bucket and spec.run_name:
-        held = local_bucket.run_checkpoints(spec.bucket, spec.run_name)
-        folder = f"{spec.bucket.rstrip('/')}/{spec.run_name}"
-        if held and not spec.resume:
-            raise StackError(f"--run {spec.run_name}: {folder} already holds checkpoints ({', '.join(held[:3])}); "
-                             "a new run would mix its checkpoints with that run's",
-                             hint=f"continue it on purpose with --resume {spec.run_name}, or name a new run with --run NAME")
-        if spec.resume and not held:
-            raise StackError(f"--resume {spec.run_name}: {folder} holds no checkpoints to resume from",
-                             hint="check the name (`ls` the bucket directory), or start a new run with --run NAME")
+    if spec.bucket and "://" in spec.bucket:
+        raise StackError(f"--cloud local mounts a host directory as its bucket, not {spec.bucket}",
+                         hint="use --bucket /abs/dir (e.g. $PWD/.skyrl-stack/local-bucket)")
+    if spec.bucket:
+        check_run_path(spec)  # a new run in a folder with checkpoints, or a --resume with none
         local_bucket.prepare({"": spec.bucket})
     return preemptions

@@ -3,9 +3,11 @@
 1. Someone can answer: a launch that asks for confirmation needs a terminal.
 2. The task's secrets are in this shell (WANDB_API_KEY, the registry password).
 3. The smoke gate (skyrl_stack.smoke.gate) passed the image's digest.
-4. SkyRL's own validate_cfg accepts this task's training plan, run in a
+4. On AWS, the nodes' identity can pull the ECR image and use the s3://
+   bucket (node_identity.py: the SkyPilot config and IAM, a few API calls).
+5. SkyRL's own validate_cfg accepts this task's training plan, run in a
    container of the image (which may pull a large image: hence last).
-A dry run launches nothing: it needs neither the secrets' values nor 3 and 4.
+A dry run launches nothing: it needs neither the secrets' values nor 3 to 5.
 """
 from __future__ import annotations
 
@@ -19,14 +21,19 @@ from skyrl_stack.reporter import step
 PLAN_CHECK = "skyrl.validate"
 
 
-def preflight(spec: TaskSpec, *, dry_run: bool, confirm: bool, skip_smoke_gate: bool) -> dict:
+def preflight(spec: TaskSpec, *, dry_run: bool, confirm: bool, skip_smoke_gate: bool,
+              cluster: str | None = None) -> dict:
     """Refuse a launch that cannot or must not go ahead; returns the secrets' values for SkyPilot."""
+    from skyrl_stack.launch.clusters import default_cluster
+    from skyrl_stack.launch.node_identity import require_node_access
+
     if confirm and not sys.stdin.isatty():
         raise StackError("launching asks for confirmation, but stdin is not a terminal",
                          hint="see the plan with --dry-run, then launch with --yes")
     secrets = launch_secrets(spec, required=not dry_run)
     if not dry_run:
         require_smoke_passed(spec.image, skip_smoke_gate)
+        require_node_access(spec, cluster or default_cluster(spec.variant))
         require_plan_validated(spec, skip_smoke_gate)
     return secrets
 

@@ -14,9 +14,12 @@ import re
 
 from skyrl_stack.errors import StackError
 from skyrl_stack.image.records import load_build_record
-from skyrl_stack.image.refs import is_ecr, parse_reference
+from skyrl_stack.image.refs import ecr_registry, is_ecr, parse_reference, registry_host
 from skyrl_stack.launch.task_spec import RegistryLogin, parse_registry_login
 
+# Clouds whose nodes SkyPilot gives an AWS identity (an EC2 instance profile):
+# the only ones where its password-less ECR login can work.
+AWS_IDENTITY_CLOUDS = ("aws",)
 # Registries a cloud node cannot pull from.
 _LOCAL_REGISTRY = re.compile(r"^(127\.0\.0\.1|localhost|0\.0\.0\.0)(:\d+)?/")
 
@@ -59,11 +62,13 @@ def ecr_image(variant: str, image: str | None) -> str:
 def node_login(cloud: str | None, image: str, registry_login: str | None,
                pull_secret: str | None) -> RegistryLogin | None:
     """The login SkyPilot's nodes pull the image with; refuses the way that the cloud would ignore."""
-    if registry_login is None and is_ecr(image) and cloud != "kubernetes":
+    if registry_login is None and is_ecr(image) and cloud in AWS_IDENTITY_CLOUDS:
         # ECR tokens expire after 12 h, so the node logs in with its IAM role
         # (SkyPilot's empty-password path), as `--registry-login ecr` does.
         registry_login = "ecr"
     login = parse_registry_login(registry_login, image)
+    if is_ecr(image) and cloud != "kubernetes" and (login is None or login.password_env is None):
+        refuse_ecr_without_aws_identity(cloud, image, registry_login)
     if cloud == "kubernetes" and login:
         raise StackError(
             "on Kubernetes SkyPilot ignores registry login variables",
@@ -72,6 +77,28 @@ def node_login(cloud: str | None, image: str, registry_login: str | None,
     if pull_secret and cloud != "kubernetes":
         raise StackError("--pull-secret is for --cloud kubernetes", hint="on VMs use --registry-login USER:PASSWORD_ENV@SERVER")
     return login
+
+
+def refuse_ecr_without_aws_identity(cloud: str | None, image: str, registry_login: str | None) -> None:
+    """SkyPilot's ECR login without a password needs nodes that have an AWS identity (cloud aws).
+
+    With an ECR server and an empty SKYPILOT_DOCKER_PASSWORD, SkyPilot runs
+    `aws ecr get-login-password` on the node itself, with the node's instance
+    profile (sky/provision/docker_utils.py DockerInitializer.initialize, before
+    any credential is uploaded: sky/provision/provisioner.py). A GCP, Azure or
+    other node has no such identity: the pull would fail after the GPUs are up.
+    """
+    if cloud in AWS_IDENTITY_CLOUDS:
+        return
+    where = f"nodes on {cloud}" if cloud else "nodes on a cloud SkyPilot picks (no --cloud)"
+    given = "--registry-login ecr" if registry_login else "an ECR image without --registry-login"
+    host = registry_host(image)
+    raise StackError(
+        f"{given}: {where} have no AWS identity for SkyPilot's ECR login (--image {image})",
+        hint=(f"launch with --cloud aws, or give a token: export ECR_TOKEN=$(aws ecr get-login-password "
+              f"--region {ecr_registry(image)[1]}) and --registry-login AWS:ECR_TOKEN@{host} (valid 12 h: "
+              "enough for the pull at provisioning, not for a later recovery)"),
+    )
 
 
 def login_secrets(login: RegistryLogin) -> dict:

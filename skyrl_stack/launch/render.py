@@ -36,11 +36,8 @@ def render(spec: TaskSpec, out: Path | None = None, command: str = "invoke rende
     text = to_yaml(task_config(spec), header(spec, command))
     if check:
         check_spec_accelerator(spec)
-        validate(yaml.safe_load(text))
-    try:
-        write_text_atomic(out, text)
-    except OSError as exc:  # e.g. a parent that is a file, no permission
-        raise StackError(f"cannot write {out}: {exc.strerror or exc}", hint="choose another --out path") from None
+        validate(yaml.safe_load(text), managed=spec.managed)
+    write_text_atomic(out, text, hint="choose another --out path")  # e.g. a parent that is a file, no permission
     return out, text
 
 

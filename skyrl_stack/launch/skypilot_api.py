@@ -27,7 +27,7 @@ def sky_sdk():
     return require_sky()
 
 
-def api(name: str, *args, cloud: str | None = None, **kwargs):
+def api(name: str, /, *args, cloud: str | None = None, **kwargs):
     """A request to SkyPilot's API server; its failures become one line (see _explain)."""
     try:
         return _request(name, *args, **kwargs)
@@ -37,11 +37,15 @@ def api(name: str, *args, cloud: str | None = None, **kwargs):
         raise _explain(exc, cloud) from None
 
 
-def _request(name: str, *args, **kwargs):
+def _request(name: str, /, *args, **kwargs):
     """Every request to SkyPilot's API server goes through here (the seam tests replace)."""
     sky = sky_sdk()
-    result = getattr(sky, name)(*args, **kwargs)
-    return result if name == "tail_logs" else sky.stream_and_get(result)
+    function = sky
+    for part in name.split("."):  # "launch", or a managed-jobs request: "jobs.launch", "jobs.queue_v2", ...
+        function = getattr(function, part)
+    result = function(*args, **kwargs)
+    # tail_logs (sky.tail_logs, sky.jobs.tail_logs) streams and returns the exit code itself.
+    return result if name.rpartition(".")[2] == "tail_logs" else sky.stream_and_get(result)
 
 
 def _explain(exc: Exception, cloud: str | None) -> StackError:

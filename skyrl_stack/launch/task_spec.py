@@ -12,6 +12,8 @@ from dataclasses import dataclass, replace
 
 from skyrl_stack.errors import StackError
 from skyrl_stack.image.refs import is_ecr, registry_host
+from skyrl_stack.launch.loggers import check_logger
+from skyrl_stack.launch.managed import RESUME
 from skyrl_stack.launch.training_plan import (
     BATCH_KEYS,
     CKPTS_KEY,
@@ -46,7 +48,6 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DATA_DIR = "/root/data/gsm8k"
 LOCAL_CKPT_DIR = "/root/ckpts/gsm8k_1.5B_ckpt"
 BUCKET_MOUNT = "/checkpoints"
-LOGGERS = ("wandb", "console", "tensorboard", "mlflow")
 
 # Bounds on what a task may ask for, each with its reason. A value past one is
 # a typo or a paste error far more often than a plan, and it would only fail
@@ -110,7 +111,7 @@ class TaskSpec:
 
     @property
     def ckpt_path(self) -> str:
-        if self.bucket:
+        if self.bucket:  # one folder per run: run_paths.py says why
             return f"{BUCKET_MOUNT}/{self.run_name or 'gsm8k_1.5B_ckpt'}"
         return LOCAL_CKPT_DIR
 
@@ -153,16 +154,16 @@ def parse_cloud(value: str) -> tuple[str, str | None]:
     return name, (region or None)
 
 
-def parse_accelerator(value: str) -> tuple[str, int]:
+def parse_accelerator(value: str, option: str = "--gpus") -> tuple[str, int]:
     """--gpus as SkyPilot's accelerator request per node: 'L40S:4' -> ('L40S', 4); 'H100' -> ('H100', 1).
     (The smoke runner's --gpus, a count the suite expects, is smoke/main.py parse_gpus.)"""
     match = _GPUS.fullmatch((value or "").strip())
     count = int(match["count"]) if match and match["count"] else 1
     if not match or count < 1:
-        raise StackError(f"bad --gpus {value!r}", hint="use NAME:COUNT per node, e.g. L40S:4 or H100:8")
+        raise StackError(f"bad {option} {value!r}", hint="use NAME:COUNT per node, e.g. L40S:4 or H100:8")
     if count > MAX_GPUS_PER_NODE:
         raise StackError(
-            f"bad --gpus {value!r}: {count} GPUs per node; no instance type has more than {MAX_GPUS_PER_NODE}",
+            f"bad {option} {value!r}: {count} GPUs per node; no instance type has more than {MAX_GPUS_PER_NODE}",
             hint="COUNT is per node (e.g. H100:8); for more GPUs add nodes with --nodes",
         )
     return match["name"], count
@@ -183,9 +184,9 @@ def parse_whole_number(value, option: str, minimum: int, hint: str, maximum: int
     return number
 
 
-def parse_nodes(value) -> int:
+def parse_nodes(value, option: str = "--nodes") -> int:
     return parse_whole_number(
-        value, "--nodes", 1, f"use a whole number of nodes from 1 to {MAX_NODES}", maximum=MAX_NODES,
+        value, option, 1, f"use a whole number of nodes from 1 to {MAX_NODES}", maximum=MAX_NODES,
         reason="the GSM8K job's 1024 prompts per step leave more nodes idle; see MAX_NODES in skyrl_stack/launch/task_spec.py",
     )
 
@@ -307,6 +308,7 @@ GSM8K_GRPO = (
 
 def apply_spec_sets(spec: TaskSpec) -> TaskSpec:
     """Fold --set generator.backend / trainer.logger into the spec, refusing a backend mismatch."""
+    source = "--logger"
     for key, value in spec.sets:
         if key == "generator.backend" and value != spec.backend:
             raise StackError(
@@ -314,9 +316,8 @@ def apply_spec_sets(spec: TaskSpec) -> TaskSpec:
                 hint=f"render the {value} variant instead: --variant {value}",
             )
         if key == "trainer.logger":
-            spec = replace(spec, logger=value)
-    if spec.logger not in LOGGERS:
-        raise StackError(f"unknown logger {spec.logger!r}", hint=f"choose one of: {', '.join(LOGGERS)}")
+            spec, source = replace(spec, logger=value), "--set trainer.logger"
+    check_logger(spec.logger, source)
     return spec
 
 
@@ -349,9 +350,9 @@ def training_values(spec: TaskSpec) -> dict[str, str]:
         "trainer.logger": spec.logger,
         "trainer.ckpt_path": spec.ckpt_path,
         CKPTS_KEY: str(DEFAULT_CKPTS_TO_KEEP),
-        # Durable storage: every (re)start resumes from the newest complete checkpoint (skyrl-ckpt-guard).
-        "trainer.resume_mode": "latest" if spec.bucket else "null",
     })
+    if spec.bucket:  # durable: a first run and each recovery run one command (managed.py RESUME)
+        values["trainer.resume_mode"] = RESUME
     for key, value in spec.sets:
         values[key] = value
     check_batch_sets(plan, values)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from skyrl_stack.image.pins import load_pins
 from skyrl_stack.launch.options import disk_need
+from skyrl_stack.launch.managed import job_recovery
 from skyrl_stack.launch.registry_access import login_note, login_secrets
 from skyrl_stack.launch.run_script import run_script
 from skyrl_stack.launch.task_spec import BUCKET_MOUNT, TaskSpec, batch_plan, training_values
@@ -61,6 +62,10 @@ def _resources(spec: TaskSpec) -> dict:
     resources["disk_size"] = spec.disk_size
     if spec.network_tier_best:
         resources["network_tier"] = "best"
+    if spec.spot:
+        resources["use_spot"] = True
+    if spec.managed:
+        resources["job_recovery"] = job_recovery()  # read by the managed-jobs controller (managed.py)
     return resources
 
 
@@ -79,7 +84,6 @@ def header(spec: TaskSpec, command: str) -> str:
     pins = load_pins()
     ckpt = (
         f"checkpoints go to {spec.bucket} (mounted at {BUCKET_MOUNT}) and survive `invoke down`."
-        + (f" Run {spec.run_name}: {spec.ckpt_path}, resumed from its newest complete checkpoint." if spec.run_name else "")
         if spec.bucket
         else f"checkpoints stay on the nodes' disks ({spec.ckpt_path}) and are LOST on teardown; use --bucket to keep them."
     )
@@ -90,12 +94,31 @@ def header(spec: TaskSpec, command: str) -> str:
         f"# Pins:    {pins.digest()} - SkyRL {pins.skyrl_ref} ({pins.skyrl_commit[:12]}), Ray {pins.ray} on port {pins.ray_port},",
         f"#          Python {pins.variant(spec.variant).python}, SkyPilot {pins.skypilot_tested}",
         f"# Note:    {ckpt}",
+        *run_notes(spec),
         *plan_notes(spec),
-        "# Launch:  invoke launch ... (or: sky launch -c NAME THIS_FILE --secret WANDB_API_KEY)",
+        (f"# Launch:  invoke launch --managed ... (or: sky jobs launch -n {spec.run_name} THIS_FILE --secret WANDB_API_KEY)"
+         if spec.managed else "# Launch:  invoke launch ... (or: sky launch -c NAME THIS_FILE --secret WANDB_API_KEY)"),
     ]
     if spec.registry_login:
         lines.append(login_note(spec.registry_login))
     return comment_lines(lines)
+
+
+def run_notes(spec: TaskSpec) -> list[str]:
+    """Header lines: the run's name and checkpoint folder, and how a managed job recovers."""
+    lines = []
+    if spec.run_name:
+        how = "continues (--resume: its checkpoints must exist)" if spec.resume else "a new run (its folder must hold no checkpoints)"
+        lines.append(f"# Run:     {spec.run_name}: {how}; checkpoints in {spec.ckpt_path}"
+                     + (f" = {spec.bucket.rstrip('/')}/{spec.run_name}" if spec.bucket else ""))
+    if spec.managed:
+        policy = job_recovery()
+        lines.append(f"# Managed: sky.jobs.launch{' on spot' if spec.spot else ''}; recovery {policy['strategy']}: "
+                     f"a preemption always, failures with the cluster up at most {policy['max_restarts_on_errors']} "
+                     "times (SkyRL's driver exits 1 for a lost actor and for a bug alike; see README \"Long runs on spot\")")
+    elif spec.spot:
+        lines.append("# Spot:    not managed: a preemption ends the run (render with --managed to recover it)")
+    return lines
 
 
 def comment_lines(lines) -> str:

@@ -195,15 +195,21 @@ class DiskNeed:
     image_gb: int
     data_gb: int  # DATA_GB for training, 0 without
     checkpoints: int  # how many checkpoints the disk must hold at once
+    ckpt_gb: int = CKPT_GB  # one checkpoint of the trained model (model_sizes.py)
+    unsized_model: str | None = None  # a model model_sizes.py cannot size: --disk-size decides
+    note: str = ""  # what the size means where it is not a boot disk (Kubernetes), for the breakdown
 
     @property
     def gb(self) -> int:
-        return self.image_gb + self.data_gb + self.checkpoints * CKPT_GB + HEADROOM_GB
+        return self.image_gb + self.data_gb + self.checkpoints * self.ckpt_gb + HEADROOM_GB
 
     def breakdown(self) -> str:
-        parts = [f"image {self.image_gb}"]
+        parts = [f"image {self.image_gb}"] if self.image_gb else []
         if self.data_gb:
             parts.append(f"model and data {self.data_gb}")
         if self.checkpoints:
-            parts.append(f"{self.checkpoints} checkpoints x {CKPT_GB}")
-        return f"{self.gb} GB = " + " + ".join(parts + [f"headroom {HEADROOM_GB}"])
+            parts.append(f"{self.checkpoints} checkpoints x {self.ckpt_gb}")
+        if self.unsized_model:
+            parts.append(f"model {self.unsized_model} and its checkpoints (not sized: --disk-size decides)")
+        note = f" ({self.note})" if self.note else ""
+        return f"{self.gb} GB = " + " + ".join(parts + [f"headroom {HEADROOM_GB}"]) + note

@@ -11,8 +11,12 @@ import sys
 from skyrl_stack.image.lock_check import public_version
 from skyrl_stack.smoke.suite import Check, Fail, Skip
 
-# What SkyPilot apt-installs at container start (sky/provision/docker_utils.py);
-# each is (what we report, executables that prove it is there).
+# What SkyPilot installs when missing: at container start on VMs
+# (sky/provision/docker_utils.py), at pod start on Kubernetes (the pod script's
+# PACKAGES and FUSE block, sky/templates/kubernetes-ray.yml.j2, which tests it
+# by these executables) and before an rclone bucket mount
+# (sky/data/mounting_utils.py FUSE3_INSTALL_CMD: fusermount3); each is (what we
+# report, executables that prove it is there).
 SKYPILOT_PREREQUISITES = (
     ("rsync", ("rsync",)),
     ("curl", ("curl",)),
@@ -20,7 +24,11 @@ SKYPILOT_PREREQUISITES = (
     ("patch", ("patch",)),
     ("sshd", ("sshd",)),
     ("pip3", ("pip3",)),
-    ("fuse", ("fusermount", "fusermount3")),
+    ("fuse", ("fusermount",)),
+    ("fuse3", ("fusermount3",)),
+    ("netcat", ("nc",)),
+    ("gcc", ("gcc",)),
+    ("pciutils", ("lspci",)),
 )
 # sshd lives in sbin, which a non-root PATH may lack.
 _EXTRA_BIN_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")

@@ -22,7 +22,7 @@ from skyrl_stack import engine
 from skyrl_stack.errors import StackError, first_line
 from skyrl_stack.image.bake import LABEL_PREFIX
 from skyrl_stack.image.pins import load_pins
-from skyrl_stack.image.records import load_build_record
+from skyrl_stack.image.records import load_build_record, workspace_write
 from skyrl_stack.image.refs import image_digest, parse_reference
 from skyrl_stack.launch import skypilot_container
 from skyrl_stack.project import project_root, workspace
@@ -110,12 +110,13 @@ def prepare_report_dir(directory: Path, overrides: list[str] | None) -> str | No
     as this one's) and write the overrides file; its name in the directory, None without overrides."""
     from skyrl_stack.smoke.report import JSON_NAME, JUNIT_NAME, SUMMARY_NAME
 
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in (JSON_NAME, JUNIT_NAME, SUMMARY_NAME, OVERRIDES_NAME):
-        (directory / name).unlink(missing_ok=True)
-    if overrides is None:
-        return None
-    (directory / OVERRIDES_NAME).write_text(json.dumps(overrides, indent=2) + "\n")
+    with workspace_write(directory, hint="free space there or make it writable, or pass another --report folder"):
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in (JSON_NAME, JUNIT_NAME, SUMMARY_NAME, OVERRIDES_NAME):
+            (directory / name).unlink(missing_ok=True)
+        if overrides is None:
+            return None
+        (directory / OVERRIDES_NAME).write_text(json.dumps(overrides, indent=2) + "\n")
     return OVERRIDES_NAME
 
 

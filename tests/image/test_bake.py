@@ -195,7 +195,7 @@ def test_build_fingerprint_follows_every_input(tmp_path, monkeypatch):
     """The up-to-date check is only sound if any change to args, labels or context files changes it."""
     from skyrl_stack.image import build
 
-    for name in build.CONTEXT_PATHS:
+    for name in bake.BUILD_INPUTS:
         source = REPO_ROOT / name
         if source.is_dir():
             shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from skyrl_stack.image.pins import load_pins
-from tests.conftest import marker_certificate
+from tests.conftest import TEST_REPOSITORY, marker_certificate
 
 pytestmark = pytest.mark.container
 
@@ -144,12 +144,12 @@ def test_the_leak_scan_finds_a_bundle_copied_into_a_layer(test_ca_bundle, tmp_pa
     """The scan above can fail: an image (FROM scratch, one layer) that holds the bundle is caught."""
     (tmp_path / "bundle.pem").write_bytes(test_ca_bundle.read_bytes())
     (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY bundle.pem /etc/ssl/leaked.pem\n")
-    tag = f"skyrl-stack-test/leak-probe:{os.getpid()}"
+    tag = f"{TEST_REPOSITORY}-leak-probe:{os.getpid()}"
     subprocess.run(["docker", "build", "-q", "-t", tag, str(tmp_path)], check=True, capture_output=True)
     try:
         assert _leaks(tag, _marker_probes(test_ca_bundle)) == ["marker CA in etc/ssl/leaked.pem"]
     finally:
-        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+        subprocess.run(["docker", "image", "rm", tag], capture_output=True)
 
 
 def test_image_env_is_only_the_venv(rehearsal_image):

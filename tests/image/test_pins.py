@@ -77,7 +77,7 @@ def test_real_pins_pass_the_schema_and_each_version_lives_once():
 def _leaf_keys(raw: dict, where: tuple = ()) -> list[tuple]:
     found = []
     for key, value in raw.items():
-        if isinstance(value, dict) and key not in ("expect", "prebuilt"):
+        if isinstance(value, dict) and key not in ("expect", "prebuilt", "patches"):
             found += _leaf_keys(value, where + (key,))
         else:
             found.append(where + (key,))
@@ -85,7 +85,7 @@ def _leaf_keys(raw: dict, where: tuple = ()) -> list[tuple]:
 
 
 REQUIRED = [k for k in _leaf_keys(real_raw()) if k[-1] not in ("skyrl_extra", "python", "base_image", "apt_snapshot",
-                                                                  "lock", "expect", "prebuilt")
+                                                                  "lock", "expect", "prebuilt", "patches")
             or k == ("base", "apt_snapshot")]
 
 

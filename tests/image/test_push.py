@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -10,10 +11,12 @@ import pytest
 from skyrl_stack.errors import StackError
 from skyrl_stack.image.push import PASSWORD_ENV, USER_ENV, classify_registry_error, content_tag, push_variant
 from skyrl_stack.image.records import load_build_record
-from tests.support.faults import Fault, FaultProxy
+from tests.support.faults import MANIFEST, Fault, FaultProxy
+from tests.conftest import TEST_REPOSITORY
 from tests.support.registry import free_port
 
 REPO_NAME = "team/skyrl-stack"
+OTHER_IMAGE = f"{TEST_REPOSITORY}-other:1"  # a second image, in the tests' own repository
 container = pytest.mark.container
 
 
@@ -31,7 +34,7 @@ def login(monkeypatch, registry):
 
 
 @container
-def test_push_digest_first_then_tags_and_pull_back_by_digest(built, registry, login):
+def test_push_digest_first_then_tags_and_the_digest_pulls_back_intact(built, registry, login):
     """Gate overridden on purpose: the smoke gate has its own tests; this one is about the transfer."""
     repo = f"{registry.host}/{REPO_NAME}"
     record = push_variant("rehearsal", repository=repo, skip_smoke_gate=True, backoff_seconds=0.1)
@@ -45,20 +48,9 @@ def test_push_digest_first_then_tags_and_pull_back_by_digest(built, registry, lo
     assert load_build_record("rehearsal").pushed["ref"] == f"{repo}@{built.digest}"
     assert record.pushed["bytes_sent"] > 50_000_000  # the whole image went over the wire once
 
-    # Delete every local reference to the image, then pull it back by digest.
-    subprocess.run(["docker", "rmi", "--force", built.digest], check=True, capture_output=True)
-    assert subprocess.run(["docker", "image", "inspect", built.digest], capture_output=True).returncode != 0
-    subprocess.run(["docker", "login", registry.host, "-u", registry.user, "--password-stdin"],
-                   input=registry.password, text=True, check=True, capture_output=True)
-    try:
-        subprocess.run(["docker", "pull", "--quiet", f"{repo}@{built.digest}"], check=True, capture_output=True)
-    finally:
-        subprocess.run(["docker", "logout", registry.host], capture_output=True)
-    pulled = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", f"{repo}@{built.digest}"],
-                            capture_output=True, text=True, check=True).stdout.strip()
-    assert pulled == built.digest
-    for ref in built.tags + [built.ref.split("@")[0] + ":restored"]:  # restore the names other tests use
-        subprocess.run(["docker", "tag", built.digest, ref], check=True)
+    # Pull it back by digest from the registry itself, every byte checked (the engine's copy stays: removing it
+    # by digest would also remove the user's own tags of the same image).
+    assert registry.pull_by_digest(REPO_NAME, built.digest) > 50_000_000
 
 
 @container
@@ -202,7 +194,7 @@ def test_immutable_registry_refuses_before_sending_when_a_tag_holds_another_dige
 
     container = subprocess.run(["docker", "create", built.digest, "true"], capture_output=True, text=True, check=True).stdout.strip()
     try:
-        other = subprocess.run(["docker", "commit", container, "skyrl-stack-test-other:1"], capture_output=True,
+        other = subprocess.run(["docker", "commit", container, OTHER_IMAGE], capture_output=True,
                                text=True, check=True).stdout.strip()
     finally:
         subprocess.run(["docker", "rm", container], capture_output=True)
@@ -214,7 +206,7 @@ def test_immutable_registry_refuses_before_sending_when_a_tag_holds_another_dige
             push_variant("rehearsal", repository=repo, skip_smoke_gate=True, immutable=True, backoff_seconds=0.1)
         assert {tag: registry.manifest_digest(REPO_NAME, tag) for tag in registry.tags(REPO_NAME)} == before
     finally:
-        subprocess.run(["docker", "rmi", "--force", "skyrl-stack-test-other:1"], capture_output=True)
+        subprocess.run(["docker", "image", "rm", OTHER_IMAGE], capture_output=True)
 
 
 @pytest.mark.reliability("fault", "Ctrl-C (SIGINT) once every tag of a push is verified",
@@ -242,3 +234,53 @@ def test_ctrl_c_after_the_push_completed_reports_success(built, registry, login,
     assert record.pushed["ref"] == f"{repo}@{built.digest}"
     assert registry.manifest_digest(REPO_NAME, "rehearsal-latest") == built.digest
     assert "interrupted after the push completed" in capsys.readouterr().err
+
+
+@container
+@pytest.mark.reliability("fault", "the registry's read-back of the pushed digest names another digest",
+                         "`error: registry reports ...`; no human tag moved, no local tag left behind")
+def test_a_read_back_that_disagrees_moves_no_tag_and_leaves_no_local_tag(built, registry, login, other_manifest):
+    """The registry answers the read-back of the pushed tag with another manifest it holds (a real one, so the
+    engine can follow it: `other_manifest`)."""
+    first = content_tag("rehearsal", built.digest)
+    readback = Fault("digest", count=1000, methods=("HEAD", "GET"), path=re.compile(rf"^/v2/.+/manifests/{first}$"),
+                     digest=other_manifest)
+    with FaultProxy(registry.host, readback) as proxy:
+        repo = f"{proxy.host}/{REPO_NAME}"
+        with pytest.raises(StackError, match=rf"registry reports {other_manifest} for {re.escape(repo)}:{first}"):
+            push_variant("rehearsal", repository=repo, skip_smoke_gate=True, backoff_seconds=0.05)
+    assert proxy.faults_injected  # the read-back went through the fault
+    assert registry.tags(REPO_NAME) == sorted([first, "other"])  # only the digest's own tag reached the registry
+    assert _local_tags(built.digest, repo) == []
+    assert load_build_record("rehearsal").pushed == {}
+
+
+@pytest.fixture
+def other_manifest(registry, tmp_path) -> str:
+    """A one-file image made here and pushed to `registry` under REPO_NAME:other; its manifest digest there.
+    Its local tag goes with the registry fixture (every tag of the registry's host)."""
+    from skyrl_stack import engine
+
+    (tmp_path / "other").write_text("another image\n")
+    subprocess.run(["tar", "-C", str(tmp_path), "-cf", str(tmp_path / "other.tar"), "other"], check=True)
+    ref = f"{registry.host}/{REPO_NAME}:other"
+    subprocess.run(["docker", "import", str(tmp_path / "other.tar"), ref], check=True, capture_output=True)
+    auth = {"username": registry.user, "password": registry.password, "serveraddress": registry.host}
+    for event in engine.client().api.push(f"{registry.host}/{REPO_NAME}", tag="other", stream=True, decode=True,
+                                          auth_config=auth):
+        assert "error" not in event, event
+    return registry.manifest_digest(REPO_NAME, "other")
+
+
+@container
+@pytest.mark.reliability("fault", "the last human tag's manifest push keeps failing (500) after the others moved",
+                         "`error: registry ... unreachable`; every local tag the push made is removed")
+def test_a_push_that_fails_half_way_removes_every_local_tag_it_made(built, registry, login):
+    latest = Fault(500, count=1000, methods=("PUT",), path=re.compile(MANIFEST.pattern + "rehearsal-latest$"))
+    with FaultProxy(registry.host, latest) as proxy:
+        repo = f"{proxy.host}/{REPO_NAME}"
+        with pytest.raises(StackError, match="unreachable"):
+            push_variant("rehearsal", repository=repo, skip_smoke_gate=True, attempts=2, backoff_seconds=0.05)
+    moved = set(registry.tags(REPO_NAME))
+    assert content_tag("rehearsal", built.digest) in moved and "rehearsal-latest" not in moved  # it did fail half-way
+    assert _local_tags(built.digest, repo) == []

@@ -95,7 +95,9 @@ def test_stack_deploys_reruns_without_changes_updates_and_deletes(aws, state_dir
     (role,) = profile["Roles"]
     assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
     # (moto does not attach ManagedPolicyArns given through CloudFormation; test_infra_template checks the ECR one)
-    assert boto("iam").list_role_policies(RoleName=role["RoleName"])["PolicyNames"] == ["skypilot-autostop"]
+    assert sorted(boto("iam").list_role_policies(RoleName=role["RoleName"])["PolicyNames"]) == [
+        "checkpoint-bucket", "ecr-pull", "skypilot-autostop"]
+    assert boto("s3").head_bucket(Bucket=outputs["CheckpointBucketName"])  # what each policy grants: test_node_identity
     recorded = json.loads((state_dir / "infra" / f"aws-{REGION}.json").read_text())
     assert recorded["outputs"] == outputs
 
@@ -111,7 +113,8 @@ def test_stack_deploys_reruns_without_changes_updates_and_deletes(aws, state_dir
     stack = boto("cloudformation").describe_stacks(StackName=STACK)["Stacks"][0]
     assert stack["StackStatus"] == "UPDATE_COMPLETE"
     params = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
-    assert params == {"RepositoryName": "skyrl-stack", "UntaggedExpiryDays": "30"}  # repository name kept
+    assert params == {"RepositoryName": "skyrl-stack", "UntaggedExpiryDays": "30",
+                      "IncompleteUploadExpiryDays": "3"}  # repository name kept
 
     down = invoke("infra.down", "--cloud", "aws", "--region", REGION)
     assert down.returncode == 0, down.stderr
@@ -149,10 +152,11 @@ def test_outputs_feed_push_render_and_skypilot_config(aws, state_dir):
 
     rendered = invoke("infra.skypilot-config")
     assert rendered.returncode == 0, rendered.stderr
-    path = Path(rendered.stdout.strip().removeprefix("export SKYPILOT_CONFIG="))
+    path = Path(rendered.stdout.strip().removeprefix("export SKYPILOT_PROJECT_CONFIG="))
     assert path == state_dir / "infra" / f"skypilot-aws-{REGION}.yaml"
     config = yaml.safe_load(path.read_text())
-    assert config["aws"]["remote_identity"] == outputs["InstanceProfileName"]
+    # (how SkyPilot applies it to each cluster name: test_node_identity)
+    assert config["aws"]["remote_identity"][-1] == {"*": outputs["InstanceProfileName"]}
     from tests.infra.test_infra_skypilot import validate_skypilot_config
 
     validate_skypilot_config(config)

@@ -39,9 +39,28 @@ def test_registry_and_pull_identity_as_specified():
     assert [rule["selection"]["tagStatus"] for rule in policy["rules"]] == ["untagged"]
     assert policy["rules"][0]["selection"]["countNumber"] == 14
     role = resources["NodeRole"]["Properties"]
-    assert role["ManagedPolicyArns"] == [
-        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly"}]
+    assert "ManagedPolicyArns" not in role  # no account-wide ECR read: the pull is scoped to this repository
+    policies = {policy["PolicyName"]: policy["PolicyDocument"]["Statement"] for policy in role["Policies"]}
+    assert policies["ecr-pull"][1]["Resource"] == {"Fn::GetAtt": ["Repository", "Arn"]}
+    assert [s["Resource"] for s in policies["checkpoint-bucket"]] == [
+        {"Fn::GetAtt": ["CheckpointBucket", "Arn"]}, {"Fn::Sub": "${CheckpointBucket.Arn}/*"}]
     assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
     assert resources["NodeInstanceProfile"]["Properties"]["Roles"] == [{"Ref": "NodeRole"}]
-    assert {"RepositoryUri", "InstanceProfileName", "InstanceProfileArn", "RoleArn"} <= set(template["Outputs"])
-    assert set(template["Parameters"]) == {"RepositoryName", "UntaggedExpiryDays"}
+    assert {"RepositoryUri", "InstanceProfileName", "InstanceProfileArn", "RoleArn", "CheckpointBucketName"} <= set(
+        template["Outputs"])
+    assert set(template["Parameters"]) == {"RepositoryName", "UntaggedExpiryDays", "IncompleteUploadExpiryDays"}
+
+
+def test_checkpoint_bucket_is_private_encrypted_and_tls_only():
+    """What moto does not apply from CloudFormation (public access block, lifecycle, bucket policy)."""
+    template, _ = decode_str(TEMPLATE.read_text())
+    bucket = template["Resources"]["CheckpointBucket"]["Properties"]
+    assert bucket["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
+    (rule,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+    assert "VersioningConfiguration" not in bucket  # SkyRL deletes old checkpoints on purpose; see the template
+    (lifecycle,) = bucket["LifecycleConfiguration"]["Rules"]
+    assert lifecycle["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": {"Ref": "IncompleteUploadExpiryDays"}}
+    (deny,) = template["Resources"]["CheckpointBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert (deny["Effect"], deny["Condition"]) == ("Deny", {"Bool": {"aws:SecureTransport": "false"}})

@@ -186,7 +186,9 @@ def test_env_values_stay_out_of_the_rendered_file(state_dir, sdk, monkeypatch):
     assert "hf_secret_value_123" not in text and "other-secret-456" not in text
     assert "HF_TOKEN=<redacted>" in text
     (task,), _ = sdk.calls["launch"]
-    assert task.envs["HF_TOKEN"] == "hf_secret_value_123"  # the value still reaches SkyPilot
+    # the value still reaches SkyPilot, as a secret it redacts (test_launch_env.py); OTHER is a plain env
+    assert task.secrets["HF_TOKEN"].get_secret_value() == "hf_secret_value_123" and "HF_TOKEN" not in task.envs
+    assert task.envs["OTHER"] == "other-secret-456"
 
 
 @pytest.mark.parametrize("kwargs, flags", [

@@ -82,6 +82,7 @@ def test_dry_run_plans_l40s_x2_as_g6e_12xlarge_with_the_image_by_digest(offline_
     assert row.split()[:3] == ["AWS", "(us-east-1)", "g6e.12xlarge"], row
     assert "20.99" in row.split(), row
     assert "Dryrun finished." in out and "dry run: nothing was launched" in out
+    assert "idle: the cluster stops after 30 idle minutes (default" in out  # and SkyPilot planned it with autostop
 
     # What SkyPilot's provisioner would create (sky/backends/backend_utils.py
     # write_cluster_config; a dry run leaves it as <cluster>.yml.tmp).
@@ -98,3 +99,29 @@ def test_dry_run_plans_l40s_x2_as_g6e_12xlarge_with_the_image_by_digest(offline_
     # The disk the rendered task asked for (sized from image + data + checkpoints at render).
     rendered = yaml.safe_load((tmp_path / "skypilot" / "vllm-aws-2n.yaml").read_text())
     assert head["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == rendered["resources"]["disk_size"] == 182
+
+
+def test_managed_spot_dry_run_shows_spot_and_on_demand_prices(offline_aws, state_dir, tmp_path):
+    """`invoke launch --managed --spot --dry-run`: SkyPilot's optimizer plans both capacities from the catalog's
+    Price and SpotPrice columns; the run's folder is checked in S3 (moto) first; nothing is submitted."""
+    fake_record("vllm")
+    check = subprocess.run([SKY, "check", "aws"], env=offline_aws, capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT),
+         "launch", "--variant", "vllm", "--cloud", "aws", "--nodes", "2", "--gpus", "L40S:4", "--managed", "--spot",
+         "--bucket", "s3://ckpts/runs", "--run", "r1", "--dry-run"],
+        cwd=tmp_path, env=offline_aws, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=480,
+    )
+    out = result.stdout  # one stream, in the order written: each of our lines before its table
+    assert result.returncode == 0, out
+    assert "plan on spot capacity (requested):" in out and "plan on on-demand capacity:" in out, out
+    spot, on_demand = out.split("plan on spot capacity (requested):")[1].split("plan on on-demand capacity:")
+    assert "g6e.12xlarge" in spot and "g6e.12xlarge" in on_demand, out
+    # Cheapest L40S:4 rows for 2 nodes: spot 2 x $3.2906 (us-east-1, use1-az1), on-demand 2 x $10.49264.
+    spot_row = next(line for line in spot.splitlines() if "g6e.12xlarge" in line)
+    demand_row = next(line for line in on_demand.splitlines() if "g6e.12xlarge" in line)
+    assert "g6e.12xlarge[Spot]" in spot_row.split() and "6.58" in spot_row.split(), out
+    assert "g6e.12xlarge" in demand_row.split() and "20.99" in demand_row.split(), out
+    assert "bucket ckpts does not exist yet" not in out  # an empty run folder is no warning
+    assert "dry run: nothing was launched" in out and "sky.jobs.launch" not in out

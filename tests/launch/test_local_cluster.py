@@ -95,7 +95,7 @@ def compose(rehearsal_image, tmp_path_factory):
     os.environ["SKYRL_TEST_NET"] = net
     project = f"skyrl-local-test-{os.getpid()}-{secrets.token_hex(3)}"
     flags = tmp_path_factory.mktemp("compose") / "skypilot-flags.yml"
-    flags.write_text(yaml.safe_dump({"services": {name: compose_flags(spec_flags()) for name in ("a0", "a1", "b0", "b1")}}))
+    flags.write_text(yaml.safe_dump({"services": {name: compose_flags(spec_flags()) for name in ("a0", "a1", "b0", "b1", "c0", "c1")}}))
     try:
         with get_docker_services("docker compose", [str(COMPOSE_FILE), str(flags)], project, ["up --wait"],
                                  ["down -v -t 1"]) as services:
@@ -186,6 +186,68 @@ def test_two_nodes_form_one_ray_cluster_and_run_the_job(compose, rehearsal_task)
     # a list, not a dict: a second raylet would show as a second entry for the same IP
     addresses = sorted(address for address, _ in json.loads(out.decode().strip().splitlines()[-1]))
     assert addresses == [f"{compose.net}.10", f"{compose.net}.11"]
+
+
+# On the head, after skyrl-ray-up: the SKYRL_PROBE each node's Ray workers see, by node IP.
+PER_NODE_ENV = """
+import json, os, ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+ray.init(address="127.0.0.1:%d", logging_level="ERROR", log_to_driver=False)
+probe = ray.remote(num_cpus=0)(lambda: os.environ.get("SKYRL_PROBE"))
+nodes = [n for n in ray.nodes() if n["Alive"]]
+print("probe:", json.dumps({n["NodeManagerAddress"]: ray.get(probe.options(
+    scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()) for n in nodes}))
+"""
+
+
+def _job(project, port, task_id, value):
+    """One SkyPilot job on cluster c: `run:` on both nodes at once, the head probing its Ray's workers."""
+    script = (f"set -e\nskyrl-ray-up --port {port}\n"
+              f'if [ "$SKYPILOT_NODE_RANK" = "0" ]; then\n  /opt/skyrl/venv/bin/python -c \'{PER_NODE_ENV % port}\'\n'
+              f"  skyrl-ray-up --port {port} --release\nfi\n")
+    results = {}
+    env = {"SKYPILOT_TASK_ID": task_id, "SKYRL_PROBE": value, "SKYRL_RAY_JOIN_TIMEOUT": "90"}
+    # daemon: a worker whose head failed holds until the compose project is taken down (as SkyPilot's job
+    # would cancel it); the test reports the head's output instead of waiting.
+    threads = [threading.Thread(target=_run, args=(project, s, script, env, results), daemon=True)
+               for s in ("c0", "c1")]
+    for thread in threads:
+        thread.start()
+    threads[0].join(240)
+    assert results.get("c0", (None, "no answer"))[0] == 0, results.get("c0")
+    threads[1].join(60)
+    (head_code, head_out), (worker_code, worker_out) = results["c0"], results["c1"]
+    assert head_code == 0 and worker_code == 0, head_out + worker_out
+    probe = next(line for line in head_out.splitlines() if line.startswith("probe: "))
+    return json.loads(probe.removeprefix("probe: ")), head_out, worker_out
+
+
+@pytest.mark.reliability("fault", "a second job on the cluster (`sky exec`) with a new env value",
+                         "our Ray is restarted for it: every node's Ray workers see the new value; SkyPilot's Ray untouched")
+@pytest.mark.container
+def test_a_second_job_on_the_cluster_gets_its_own_ray_environment(compose):
+    """`sky exec` after `sky launch`: the second job's env (a new HF_TOKEN, an --env) reaches the Ray workers
+    on every node, not the first job's; the same job's `run:` again keeps its Ray."""
+    port = load_pins().ray_port
+    nodes = [f"{compose.net}.30", f"{compose.net}.31"]
+    # A stand-in for SkyPilot's own Ray on the head node (its port and temp dir, sky/skylet/constants.py):
+    # restarting ours must leave it running.
+    skypilot_ray = ["/opt/skyrl/venv/bin/ray", "start", "--head", "--port=6380", "--temp-dir=/tmp/ray_skypilot",
+                    "--include-dashboard=false", "--disable-usage-stats", "--num-cpus=0"]
+    code, out = _container(compose.project, "c0").exec_run(skypilot_ray)
+    assert code == 0, out.decode()
+    first, _, _ = _job(compose.project, port, "sky-test_cluster-c_1", "first")
+    assert first == dict.fromkeys(nodes, "first")
+    second, head_out, worker_out = _job(compose.project, port, "sky-test_cluster-c_2", "second")
+    assert second == dict.fromkeys(nodes, "second")
+    assert "was started by job sky-test_cluster-c_1: restarting it" in head_out
+    assert "rank 1: this node's raylet" in worker_out and f"joined {nodes[0]}:{port}" in worker_out
+    code, out = _container(compose.project, "c0").exec_run(["/opt/skyrl/venv/bin/ray", "status",
+                                                            "--address=127.0.0.1:6380"])
+    assert code == 0, out.decode()  # SkyPilot's Ray was not touched
+    again, head_out, worker_out = _job(compose.project, port, "sky-test_cluster-c_2", "second")
+    assert again == dict.fromkeys(nodes, "second")
+    assert "already running on port" in head_out and "rank 1: already in the Ray cluster" in worker_out
 
 
 @pytest.mark.container

@@ -89,8 +89,9 @@ def test_managed_without_a_bucket_is_one_line(tmp_path):
                   "r/x@sha256:" + "0" * 64, cwd=tmp_path)
     assert out.returncode == 1
     assert out.stderr.splitlines() == [
-        "error: --managed needs durable checkpoint storage: a recovery replaces every node, and their disks with them",
-        "hint: add --bucket s3://BUCKET/PATH (--cloud local: --bucket /abs/dir)"]
+        "error: --managed needs durable checkpoint storage: a recovery provisions new nodes, so checkpoints on the "
+        "nodes' disks are lost and every recovery would restart at step 0",
+        "hint: give it a host directory: --bucket /abs/dir"]
 
 
 def test_a_new_run_refuses_a_run_folder_that_holds_checkpoints_and_resume_needs_one(tmp_path):
@@ -98,11 +99,11 @@ def test_a_new_run_refuses_a_run_folder_that_holds_checkpoints_and_resume_needs_
     (bucket / "r1" / "global_step_5").mkdir(parents=True)
     spec = build_spec("rehearsal", cloud="local", nodes=2, managed=True, bucket=str(bucket), run="r1",
                       image="r/x@sha256:" + "0" * 64)
-    with pytest.raises(StackError, match=r"--run r1: .*/r1 already holds checkpoints \(global_step_5\)"):
+    with pytest.raises(StackError, match=r"run r1 already has checkpoints \(.*/r1 holds global_step_5\)"):
         local_managed.prepare_local_run(spec, ())
     resumed = build_spec("rehearsal", cloud="local", nodes=2, managed=True, bucket=str(bucket), resume="r2",
                          image="r/x@sha256:" + "0" * 64)
-    with pytest.raises(StackError, match=r"--resume r2: .*/r2 holds no checkpoints"):
+    with pytest.raises(StackError, match=r"--resume r2: no checkpoints to resume \(.*/r2 holds no checkpoints\)"):
         local_managed.prepare_local_run(resumed, ())
     with pytest.raises(StackError, match=r"--preempt rehearses a managed job's recovery"):
         local_managed.prepare_local_run(build_spec("rehearsal", cloud="local", nodes=2, bucket=str(bucket), run="r3",
@@ -250,14 +251,13 @@ def test_durable_storage_renders_the_guard_before_training_and_resume_latest(tmp
     assert "skyrl-ckpt-guard" not in plain["run"] and "trainer.resume_mode=null" in plain["run"]
 
 
-def test_run_and_resume_are_checked(tmp_path):
+def test_a_local_bucket_is_a_host_directory_and_spot_does_not_apply(tmp_path):
     image = "r/x@sha256:" + "0" * 64
-    with pytest.raises(StackError, match=r"--run r1 and --resume r2 together"):
-        build_spec("rehearsal", cloud="local", bucket=str(tmp_path), run="r1", resume="r2", image=image)
-    with pytest.raises(StackError, match=r"bad --run 'a/b': a run name is one path segment"):
-        build_spec("rehearsal", cloud="local", bucket=str(tmp_path), run="a/b", image=image)
-    with pytest.raises(StackError, match=r"--run names the run's checkpoint folder under --bucket"):
-        build_spec("rehearsal", cloud="local", run="r1", image=image)
+    with pytest.raises(StackError, match=r"bad --bucket 'rel/dir': not an absolute path"):
+        build_spec("rehearsal", cloud="local", bucket="rel/dir", image=image)
+    with pytest.raises(StackError, match=r"--cloud local mounts a host directory as its bucket, not s3://b/r"):
+        local_managed.prepare_local_run(build_spec("rehearsal", cloud="local", bucket="s3://b/r", managed=True,
+                                                   image=image), ())
     with pytest.raises(StackError, match=r"--spot does not apply to --cloud local"):
         local_managed.prepare_local_run(build_spec("rehearsal", cloud="local", bucket=str(tmp_path), managed=True,
                                                    spot=True, image=image), ())

@@ -130,11 +130,53 @@ def test_ecr_uses_the_iam_role_and_kubernetes_uses_pull_secrets(records, tmp_pat
     skypilot_task(text)
 
 
+@pytest.mark.parametrize("cloud", ["gcp", "azure/eastus", "lambda"])
+def test_an_ecr_image_off_aws_needs_a_credential_never_an_empty_password(records, tmp_path, cloud):
+    """SkyPilot's password-less ECR login runs `aws ecr get-login-password` with the node's own AWS
+    identity (sky/provision/docker_utils.py DockerInitializer.initialize): only AWS nodes have one."""
+    ecr = "123456789012.dkr.ecr.us-east-1.amazonaws.com/skyrl-stack@" + FAKE_DIGEST
+    for login in (None, "ecr", "AWS:"):
+        with pytest.raises(StackError, match=r"have no AWS identity for SkyPilot's ECR login") as refused:
+            build_spec("vllm", cloud=cloud, image=ecr, registry_login=login)
+        assert refused.value.hint.startswith("launch with --cloud aws, or give a token")
+        assert "--registry-login AWS:ECR_TOKEN@123456789012.dkr.ecr.us-east-1.amazonaws.com" in refused.value.hint
+    _, text = render(build_spec("vllm", cloud=cloud, image=ecr, registry_login="AWS:ECR_TOKEN"), out=tmp_path / "t.yaml")
+    secrets = yaml.safe_load(text)["secrets"]
+    assert secrets["SKYPILOT_DOCKER_PASSWORD"] is None  # a secret given at launch, from $ECR_TOKEN
+    assert secrets["SKYPILOT_DOCKER_SERVER"] == "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+    skypilot_task(text)
+
+
+def test_kubernetes_disk_is_the_pods_ephemeral_storage_without_the_image(records, tmp_path):
+    """On Kubernetes SkyPilot makes disk_size the pod's ephemeral-storage request and filters nodes by
+    it (sky/clouds/kubernetes.py, kubernetes_utils.check_instance_fits); image layers do not count there."""
+    from skyrl_stack.launch.options import MIN_DISK_GB
+
+    vm = build_spec("vllm", cloud="aws")
+    pod = build_spec("vllm", cloud="kubernetes", pull_secret="regcred")
+    assert vm.disk_size == 182 and pod.disk_size == 182 - MIN_DISK_GB[True] == 82  # 5 + 3 x 19 + 20
+    _, text = render(pod, out=tmp_path / "k.yaml")
+    assert "82 GB = model and data 5 + 3 checkpoints x 19 + headroom 20 (the pod's ephemeral-storage request" in text
+    (resources,) = skypilot_task(text).resources
+    assert resources.disk_size == 82 and resources.disk_size_specified  # what SkyPilot will request per pod
+    # A disk that holds the plan but not the image: accepted for a pod, refused for a VM.
+    assert build_spec("vllm", cloud="kubernetes", pull_secret="regcred", disk_size=90).disk_size == 90
+    with pytest.raises(StackError, match=r"needs at least 182 GB per node \(182 GB = image 100 \+"):
+        build_spec("vllm", cloud="aws", disk_size=90)
+    with pytest.raises(StackError, match=r"needs at least 82 GB per node"):
+        build_spec("vllm", cloud="kubernetes", pull_secret="regcred", disk_size=81)
+
+
 def test_bucket_is_the_checkpoint_path(records, tmp_path):
-    _, text = render(build_spec("vllm", cloud="gcp", bucket="gs://my-ckpts/run1"), out=tmp_path / "b.yaml")
+    """With a bucket each run gets its own folder (a generated name unless --run) and resumes from it."""
+    spec = build_spec("vllm", cloud="gcp", bucket="gs://my-ckpts/run1")
+    assert re.fullmatch(r"vllm-\d{8}-\d{6}-[0-9a-f]{4}", spec.run_name), spec.run_name
+    _, text = render(spec, out=tmp_path / "b.yaml")
     config = yaml.safe_load(text)
     assert config["file_mounts"] == {"/checkpoints": {"source": "gs://my-ckpts/run1", "mode": "MOUNT_CACHED"}}
-    assert "trainer.ckpt_path=/checkpoints/gsm8k_1.5B_ckpt" in config["run"]
+    assert f"trainer.ckpt_path=/checkpoints/{spec.run_name} " in config["run"]
+    assert "trainer.resume_mode=latest " in config["run"] and "trainer.resume_mode=null" not in config["run"]
+    assert f"# Run:     {spec.run_name}: a new run" in text
     assert "survive `invoke down`" in text
     (storage,) = skypilot_task(text).storage_mounts.values()
     assert storage.mode.value == "MOUNT_CACHED"  # SkyPilot parsed the mode we wrote
@@ -238,7 +280,7 @@ def test_invoke_render_writes_under_skypilot(state_dir, tmp_path):
     skypilot_task(text)
 
 
-@pytest.mark.parametrize("variant", ["vllm", "sglang"])
+@pytest.mark.parametrize("variant", ["vllm", "sglang", "vllm-managed-spot"])
 def test_checked_in_examples_are_current_and_valid(variant):
     from skyrl_stack.launch.examples import render_example
 

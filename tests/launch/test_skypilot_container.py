@@ -133,8 +133,10 @@ def test_skypilots_docker_initializer_prepares_the_image(rehearsal_image, capsys
         assert run.recorded == list(HOST_SIDE)
         (run_line,) = run.run_lines
         assert "--ipc=host" in run_line and "--net=host" in run_line and "--entrypoint=/bin/bash" in run_line
-        # The prerequisites are preinstalled: SkyPilot's apt-get install has nothing to install.
-        assert re.search(r"\b0 newly installed\b", run.log), run.log[-3000:]
+        # The prerequisites are preinstalled: SkyPilot's apt-get install has nothing to install, and its
+        # `fuse` resolves to the image's fuse3 (pinned; docker/Dockerfile) instead of replacing it.
+        assert re.search(r"\b0 newly installed, 0 to remove\b", run.log), run.log[-3000:]
+        assert "fuse3 is already the newest version" in run.log, run.log[-3000:]
         code, out = client().containers.get(run.container).exec_run(["/bin/bash", "-c",
                                         "grep -c RAY_RUNTIME_ENV_HOOK /etc/profile.d/container_env_var.sh; "
                                         "grep -q '^Port 10022' /etc/ssh/sshd_config && echo port-10022; pgrep -x sshd >/dev/null && echo sshd-up"])

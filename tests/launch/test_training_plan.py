@@ -155,7 +155,8 @@ def test_last_two_checkpoints_are_kept_by_default_and_the_disk_holds_three():
     text = header(spec, "invoke render")
     assert "# Ckpts:   the last 2 kept (3 on disk while the next is saved) (trainer.max_ckpts_to_keep=2" in text
     assert "in /root/ckpts/gsm8k_1.5B_ckpt" in text
-    assert "/checkpoints/gsm8k_1.5B_ckpt" in header(spec_for(1, 4, bucket="s3://b/run"), "invoke render")
+    bucketed = spec_for(1, 4, bucket="s3://b/run")  # a bucket: the run's own folder (test_managed.py)
+    assert f"in /checkpoints/{bucketed.run_name}\n" in header(bucketed, "invoke render")
 
 
 def test_keep_all_sizes_the_disk_for_every_checkpoint_of_the_schedule():

@@ -18,6 +18,7 @@ import pytest
 from skyrl_stack.errors import StackError
 from skyrl_stack.smoke import gate as smoke_gate
 from skyrl_stack.smoke.runner import run_smoke
+from tests.conftest import TEST_REPOSITORY
 
 pytestmark = pytest.mark.container
 
@@ -41,11 +42,11 @@ def defective_image(rehearsal_image):
     container = client.containers.run(rehearsal_image.ref, ["-c", damage], entrypoint=["/bin/bash"], detach=True)
     try:
         assert container.wait()["StatusCode"] == 0, container.logs().decode()
-        image = container.commit("skyrl-stack-smoke-defect", uuid.uuid4().hex[:8], conf={"Cmd": ["/bin/bash"]})
+        image = container.commit(f"{TEST_REPOSITORY}-smoke-defect", uuid.uuid4().hex[:8], conf={"Cmd": ["/bin/bash"]})
     finally:
         container.remove(force=True)
     yield image.tags[0]
-    client.images.remove(image.id, force=True)
+    client.images.remove(image.tags[0])  # by its one tag, made here (never by id: that takes every tag of it)
 
 
 def test_rehearsal_passes_cpu_tiers_and_opens_the_gate(rehearsal_image, state_dir, tmp_path, capsys):
@@ -176,7 +177,7 @@ def cpu_stand_in_gpu_image(rehearsal_image):
     """CPU stand-in for a GPU variant: the rehearsal image with the CUDA label that GPU builds carry
     (bake.labels sets io.skyrl-stack.cuda.version only for gpu variants). Its suite runs on the CPU;
     the gate must then hold it to the GPU tiers it cannot pass here."""
-    with derived_image(rehearsal_image.ref, "true", "skyrl-stack-smoke-gpu-stand-in",
+    with derived_image(rehearsal_image.ref, "true", f"{TEST_REPOSITORY}-smoke-gpu-stand-in",
                        ["LABEL io.skyrl-stack.cuda.version=12.8"]) as ref:
         yield ref
 
@@ -207,7 +208,7 @@ def test_manifest_is_held_against_the_hosts_pins_not_against_itself(rehearsal_im
         "cd /opt/skyrl-stack/skyrl_stack/image && sed -i 's/^port = 6479$/port = 6480/' pins.toml && "
         "python -c \"import json; from skyrl_stack.image.pins import load_pins; p='/opt/skyrl-stack/manifest.json'; "
         "m=json.load(open(p)); m['pins_digest']=load_pins().digest(); json.dump(m, open(p, 'w'))\"")
-    with derived_image(rehearsal_image.ref, rewrite, "skyrl-stack-smoke-other-pins") as ref:
+    with derived_image(rehearsal_image.ref, rewrite, f"{TEST_REPOSITORY}-smoke-other-pins") as ref:
         with pytest.raises(StackError, match="environment.manifest"):
             run_smoke(image=ref, gpus="none", tiers=["environment"], report_dir=str(tmp_path))
     status, detail = _statuses(json.loads((tmp_path / "smoke.json").read_text()))["environment.manifest"]
@@ -219,7 +220,7 @@ def test_container_exit_code_must_agree_with_the_report(rehearsal_image, state_d
     wrap = ("rm /usr/local/bin/skyrl-smoke && "
             "printf '#!/bin/bash\\n/opt/skyrl-stack/bin/skyrl-smoke \"$@\"\\nexit 139\\n' > /usr/local/bin/skyrl-smoke && "
             "chmod +x /usr/local/bin/skyrl-smoke")
-    with derived_image(rehearsal_image.ref, wrap, "skyrl-stack-smoke-exit-139") as ref:
+    with derived_image(rehearsal_image.ref, wrap, f"{TEST_REPOSITORY}-smoke-exit-139") as ref:
         with pytest.raises(StackError, match="not trusted: the suite exited 139 but its report says 0 failed"):
             run_smoke(image=ref, gpus="none", tiers=["environment"], report_dir=str(tmp_path))
         assert json.loads((tmp_path / "smoke.json").read_text())["ok"] is True  # the report alone looked fine

@@ -99,10 +99,10 @@ def test_package_drift_names_changed_missing_and_extra():
 
 
 def test_missing_prerequisites_names_each_missing_tool():
-    present = {"rsync", "curl", "wget", "patch", "sshd", "pip3", "fusermount3"}
+    present = {"rsync", "curl", "wget", "patch", "sshd", "pip3", "fusermount", "fusermount3", "nc", "gcc", "lspci"}
     assert environment.missing_prerequisites(find=lambda name: name in present or None) == []
-    present -= {"rsync", "fusermount3"}
-    assert environment.missing_prerequisites(find=lambda name: name in present or None) == ["rsync", "fuse"]
+    present -= {"rsync", "fusermount3", "lspci"}
+    assert environment.missing_prerequisites(find=lambda name: name in present or None) == ["rsync", "fuse3", "pciutils"]
 
 
 def test_pinned_package_version_ignores_local_build_label():

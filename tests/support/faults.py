@@ -12,6 +12,9 @@ with a fault instead:
   load balancer or a flaky network does; nothing is answered.
 - an HTTP status (500, 401, ...): answered with the registry's own JSON error
   body shape (distribution spec, "Error codes": {"errors": [{"code": ...}]}).
+- "digest": passed through, but the answer's Docker-Content-Digest header names
+  `fault.digest`, another manifest, as a proxy or a registry that swapped the
+  content would (what a push's read-back must catch).
 
 The fault is bounded: after `count` faults it passes everything through, so a
 retry can succeed. `faults_injected` and `requests` record what happened.
@@ -27,12 +30,14 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.support.registry import free_port
+from tests.support.registry import TEMPORARY_HOSTS, free_port, remove_local_tags
 
 # Blob upload requests of the distribution API: POST to start, PATCH for chunks, PUT to finish.
 BLOB_UPLOAD = re.compile(r"^/v2/.+/blobs/uploads/")
 # Error codes from the distribution spec (docs/spec/api.md, "Errors") for the statuses we inject.
 _ERROR_CODES = {401: "UNAUTHORIZED", 403: "DENIED", 429: "TOOMANYREQUESTS", 500: "UNKNOWN", 503: "UNAVAILABLE"}
+# Manifest requests (push PUT, read-back HEAD/GET) of the distribution API.
+MANIFEST = re.compile(r"^/v2/.+/manifests/")
 
 
 @dataclass
@@ -41,6 +46,7 @@ class Fault:
     count: int = 1  # how many matching requests get the fault before the proxy recovers
     methods: tuple[str, ...] = ("PATCH", "PUT")
     path: re.Pattern = BLOB_UPLOAD
+    digest: str = ""  # for kind "digest": what the answer names instead
 
     def matches(self, method: str, path: str) -> bool:
         return method in self.methods and bool(self.path.match(path))
@@ -60,6 +66,7 @@ class FaultProxy:
 
     def __enter__(self) -> "FaultProxy":
         proxy = self
+        TEMPORARY_HOSTS.add(self.host)
         self._lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
@@ -93,6 +100,9 @@ class FaultProxy:
                     self.close_connection = True
                     self.connection.close()
                     return
+                if inject and fault.kind == "digest":
+                    self._forward(body, digest=fault.digest)
+                    return
                 if inject:
                     status = int(fault.kind)
                     payload = json.dumps({"errors": [{"code": _ERROR_CODES.get(status, "UNKNOWN"),
@@ -120,7 +130,7 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 return self.rfile.read(length) if length else b""
 
-            def _forward(self, body: bytes):
+            def _forward(self, body: bytes, digest: str | None = None):
                 upstream = http.client.HTTPConnection(proxy.upstream, timeout=60)
                 headers: dict[str, str] = {}
                 for key, value in self.headers.items():  # repeated headers (Go sends one Accept per type) joined
@@ -137,7 +147,7 @@ class FaultProxy:
                 self.send_response_only(response.status, response.reason)
                 for key, value in response.getheaders():
                     if key.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(key, value)
+                        self.send_header(key, digest if digest and key.lower() == "docker-content-digest" else value)
                 # A HEAD answer keeps the registry's Content-Length (the blob's size), with no body.
                 length = response.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data))
                 self.send_header("Content-Length", length)
@@ -159,5 +169,7 @@ class FaultProxy:
         return self
 
     def __exit__(self, *exc) -> None:
+        """Stop it and remove the local tags a push through it left under its host."""
         self.server.shutdown()
         self.server.server_close()
+        remove_local_tags(self.host)
