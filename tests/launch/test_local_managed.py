@@ -194,15 +194,15 @@ def test_two_preemptions_end_where_an_uninterrupted_run_ends_and_redo_at_most_an
 @pytest.mark.container
 def test_a_user_program_failure_is_not_recovered_without_max_restarts_on_errors(managed_job):
     """A job that fails on an UP cluster (here: the rehearsal refuses a folder that fails SkyRL's
-    consistency rule, left by hand with no pointer-to-folder match) ends the managed job: SkyPilot's
-    default max_restarts_on_errors is 0."""
+    consistency rule, left by hand with no pointer-to-folder match) ends the managed job under
+    SkyPilot's default policy (a task without job_recovery: max_restarts_on_errors 0)."""
     run_dir = managed_job.run_dir
     (run_dir / "global_step_20" / "policy").mkdir(parents=True)
     job = managed_job.job
     job.run = job.run.replace("skyrl-ckpt-guard", "true")  # without the guard, a user error (exit 1)
     (run_dir / "latest_ckpt_global_step.txt").write_text("5")
     out = io.StringIO()
-    controller = local_managed.Controller(job, local_managed.RecoveryPolicy.from_task(managed_job.config), [], stream=out)
+    controller = local_managed.Controller(job, local_managed.RecoveryPolicy.from_task({"resources": {}}), [], stream=out)
     assert controller.run() == 1
     text = out.getvalue()
     assert "Inconsistent checkpoint folder" in text
@@ -261,3 +261,25 @@ def test_a_local_bucket_is_a_host_directory_and_spot_does_not_apply(tmp_path):
     with pytest.raises(StackError, match=r"--spot does not apply to --cloud local"):
         local_managed.prepare_local_run(build_spec("rehearsal", cloud="local", bucket=str(tmp_path), managed=True,
                                                    spot=True, image=image), ())
+
+
+@pytest.mark.container
+def test_the_rendered_policy_restarts_a_failing_job_up_to_max_restarts_on_errors_then_fails(managed_job):
+    """The managed task's job_recovery (managed.py: max_restarts_on_errors 3, no recover_on_exit_codes):
+    a job that keeps failing on an UP cluster gets 3 fresh clusters, then the managed job is FAILED."""
+    from skyrl_stack.launch.managed import MAX_RESTARTS_ON_ERRORS
+
+    run_dir = managed_job.run_dir
+    (run_dir / "global_step_20" / "policy").mkdir(parents=True)
+    (run_dir / "latest_ckpt_global_step.txt").write_text("5")
+    job = managed_job.job
+    job.run = job.run.replace("skyrl-ckpt-guard", "true")
+    out = io.StringIO()
+    controller = local_managed.Controller(job, local_managed.RecoveryPolicy.from_task(managed_job.config), [], stream=out)
+    assert controller.run() == 1
+    text = out.getvalue()
+    assert len(controller.attempts) == 1 + MAX_RESTARTS_ON_ERRORS
+    for restart in range(1, MAX_RESTARTS_ON_ERRORS + 1):
+        assert (f"restarting: restart {restart} of {MAX_RESTARTS_ON_ERRORS} on errors (max_restarts_on_errors)"
+                in text), text
+    assert f"not retried (max_restarts_on_errors {MAX_RESTARTS_ON_ERRORS}): FAILED" in text
