@@ -162,7 +162,7 @@ _TASK_HELP = {
     "nodes": "number of nodes (default: invoke.yaml launch.nodes)",
     "memory": "memory per node, SkyPilot syntax (default: 64+ for GPU variants)",
     "disk_size": "disk per node in GB (default: sized for the image, data and kept checkpoints; the header shows it)",
-    "bucket": "s3://... or gs://... mounted at /checkpoints and used for checkpoints",
+    "bucket": "s3://... or gs://... mounted at /checkpoints and used for checkpoints (--cloud local: an absolute host directory)",
     "set": "Hydra override for the training command, KEY=VALUE (repeatable; written into the file: no secrets)",
     "image": "image reference instead of the build record's (must be REPO@sha256:... unless --allow-tag)",
     "registry": "generic | ecr (the build's push to the registry stack's ECR repository, see `invoke infra.up`)",
@@ -171,7 +171,7 @@ _TASK_HELP = {
     "pull_secret": "Kubernetes: name of the imagePullSecret for the image",
     "logger": "wandb | console | tensorboard: what the image can run (default: wandb; console for rehearsal)",
     "network_tier": "best: ask for the cloud's fast interconnect (only with an image that can use it; see README)",
-    "managed": "a SkyPilot managed job (sky jobs launch): recovered after preemptions; needs --bucket",
+    "managed": "a SkyPilot managed job (sky jobs launch): recovered after preemptions; needs --bucket (--cloud local: a local jobs controller)",
     "spot": "spot capacity (resources.use_spot); with --managed a preemption is recovered",
     "run": "the run's name: its checkpoint folder under --bucket (default: <variant>-YYYYmmdd-HHMMSS-xxxx)",
     "resume": "continue run NAME from its checkpoints under --bucket (they must exist)",
@@ -209,7 +209,7 @@ def render(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk
     print(shown(path))
 
 
-@task(iterable=["set", "env"], help={
+@task(iterable=["set", "env", "preempt"], help={
     **_TASK_HELP, "cluster": "cluster name (default: skyrl-<variant>; --cloud local: skyrl-local-<variant>-xxxxxx)", "dry_run": "let SkyPilot plan, launch nothing",
     "detach": "return once the job is submitted (follow with `invoke logs`)",
     "autostop": "stop the cluster after M idle minutes (with --down: tear it down); default 30 for a cloud "
@@ -218,12 +218,15 @@ def render(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk
                        "training plan in the image (said loudly)",
     "env": "override a task env, KEY=VALUE (repeatable), e.g. SKYRL_RAY_JOIN_TIMEOUT=60",
     "yes": "launch without asking (otherwise SkyPilot's plan, instance type and $/h, is shown and confirmed)",
+    "preempt": "--cloud local --managed: kill node NODE's container SECONDS after the start, NODE@SECONDS "
+               "(repeatable), e.g. node1@20",
 })
 @reports_errors
 def launch(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk_size=None, bucket=None, set=None,
            image=None, allow_tag=False, registry_login=None, pull_secret=None, logger=None, cluster=None,
            dry_run=False, detach=False, autostop=None, down=False, skip_smoke_gate=False, env=None,
-           registry="generic", network_tier=None, yes=False, managed=False, spot=False, run=None, resume=None):
+           registry="generic", network_tier=None, yes=False, managed=False, spot=False, run=None, resume=None,
+           preempt=None):
     """Launch the task with SkyPilot (`--cloud local`: N local containers); exits with the job's code."""
     from invoke.exceptions import Exit
 
@@ -234,7 +237,7 @@ def launch(c, variant=None, cloud=None, gpus=None, nodes=None, memory=None, disk
                       registry_login, pull_secret, logger, registry, network_tier, managed, spot, run, resume)
     code = launch_task(spec, cluster=cluster, dry_run=dry_run, detach=detach, autostop=autostop, down=down,
                        skip_smoke_gate=skip_smoke_gate, env_overrides=parse_env(env), command=command_line(),
-                       confirm=not yes)
+                       confirm=not yes, preempt=preempt or ())
     if code:
         raise Exit(f"error: the job exited with code {code}", code=code)
 

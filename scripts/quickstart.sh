@@ -3,6 +3,11 @@
 # machine, build the offline rehearsal image, smoke-test it, push it (digest
 # first) to the local registry, render its SkyPilot task, and run that task on
 # a 2-node local cluster of containers (SkyPilot's variables and docker flags).
+# Last, the same task as a managed job that survives a preemption: node1 is
+# killed 30 s in (past the first checkpoints even where the cluster is slow to
+# start), every node is replaced, and the run resumes from its newest complete
+# checkpoint in a bucket directory in the workspace (a new run name each time;
+# README "Long runs on spot").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,3 +28,5 @@ $invoke smoke --variant rehearsal
 $invoke push --variant rehearsal
 $invoke render --variant rehearsal --cloud aws --nodes 2
 $invoke launch --variant rehearsal --cloud local --nodes 2
+$invoke launch --variant rehearsal --cloud local --nodes 2 --managed --bucket "$PWD/.skyrl-stack/local-bucket" \
+  --preempt node1@30

@@ -39,6 +39,7 @@ def launch(
     env_overrides: dict | None = None,
     command: str = "invoke launch",
     confirm: bool = False,
+    preempt=(),
 ) -> int:
     """Launch the task; returns the job's exit code (0 when detached or a dry run).
 
@@ -50,7 +51,9 @@ def launch(
     if spec.cloud == LOCAL:
         _refuse_for_local({"--dry-run": dry_run, "--detach": detach, "--down": down,
                            "--autostop": autostop is not None})
-        return launch_local(spec, cluster=cluster, env_overrides=env_overrides, command=command)
+        return launch_local(spec, cluster=cluster, env_overrides=env_overrides, command=command, preempt=preempt)
+    if preempt:
+        raise StackError("--preempt is for --cloud local", hint="on a cloud, spot capacity brings its own preemptions (--spot)")
     if spec.managed:
         # The jobs controller names, stops and tears down the job's clusters itself.
         _refuse_for_managed({"--cluster": cluster is not None, "--autostop": autostop is not None, "--down": down})
@@ -186,16 +189,22 @@ def for_local(spec: TaskSpec) -> TaskSpec:
     return replace(spec, cloud=LOCAL, region=None, network_tier_best=False)
 
 
-def launch_local(spec: TaskSpec, *, cluster: str | None, env_overrides: dict | None, command: str) -> int:
+def launch_local(spec: TaskSpec, *, cluster: str | None, env_overrides: dict | None, command: str,
+                 preempt=()) -> int:
     from skyrl_stack.image.pins import load_pins
-    from skyrl_stack.launch import local_cluster
+    from skyrl_stack.launch import local_cluster, local_managed
 
     spec = for_local(spec)
+    preemptions = local_managed.prepare_local_run(spec, preempt)
     path, _ = render(spec, command=command)
     step(f"rendered {path}")
+    config = task_config(spec)
     job = local_cluster.from_task(
-        task_config(spec), nodes=spec.nodes, gpus_per_node=spec.gpus_per_node,
+        config, nodes=spec.nodes, gpus_per_node=spec.gpus_per_node,
         image=spec.image, name=cluster or f"skyrl-local-{spec.variant}", env_overrides=env_overrides,
         gpu_devices=load_pins().variant(spec.variant).gpu and spec.gpus_per_node > 0,
     )
+    if spec.managed:
+        label = f" (run {spec.run_name}: checkpoints in {spec.bucket.rstrip('/')}/{spec.run_name})" if spec.run_name else ""
+        return local_managed.run_managed(job, config, preemptions, run_label=label)
     return local_cluster.run(job)

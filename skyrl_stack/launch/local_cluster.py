@@ -10,6 +10,9 @@ job's tree at its last poll is killed when the job ends), the job waits for ever
 node, and a failing node cancels the others. Containers and the network are
 removed at the end; the exit code is 0 only if every node succeeded. The
 labels that let a later command find a run (and remove it) are local_runs.py's.
+A task's MOUNT_CACHED mount of a host directory (`--bucket DIR`) is mounted in
+every node as SkyPilot's would be (local_bucket.py); `--managed` runs this
+under local_managed.py's jobs controller, through run()'s hooks.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from skyrl_stack.errors import StackError
-from skyrl_stack.launch import skylet, skypilot_container
+from skyrl_stack.launch import local_bucket, skylet, skypilot_container
 from skyrl_stack.launch.local_runs import owner_labels, report_leftovers
 from skyrl_stack.reporter import step
 
@@ -36,6 +39,8 @@ NODE_MEMORY_BYTES = 2**30
 # skylet.py goes into every node: SkyPilot's rule for a job's process tree, run beside the job.
 SKYLET_SOURCE = Path(skylet.__file__)
 SKYLET_PATH = "/tmp/skyrl-stack-skylet.py"
+# A node whose container vanished under its job (killed, preempted): counted as SkyPilot's cancelled code.
+LOST_RETURN_CODE = 137
 
 
 @dataclass
@@ -52,6 +57,7 @@ class LocalRun:
     volumes: dict = field(default_factory=dict)  # host path -> {"bind": ..., "mode": ...}
     name: str = "skyrl-local"
     gpu_devices: bool = False  # pass the host's GPUs, as SkyPilot's `--gpus all` on GPU hosts
+    cached_mounts: dict = field(default_factory=dict)  # mount path -> host directory (local_bucket.py)
 
 
 def from_task(config: dict, nodes: int, gpus_per_node: int, image: str, name: str, env_overrides: dict | None = None,
@@ -63,16 +69,18 @@ def from_task(config: dict, nodes: int, gpus_per_node: int, image: str, name: st
         if value is not None:
             envs[key] = str(value)
     envs.update(env_overrides or {})
+    mounts = local_bucket.cached_mounts(config)
     return LocalRun(
         image=image,
         nodes=nodes,
         gpus_per_node=gpus_per_node,
-        run=config["run"],
+        run=config["run"] + local_bucket.flush_script(mounts),
         setup=config.get("setup"),
         envs=envs,
         run_options=list(((config.get("config") or {}).get("docker") or {}).get("run_options") or []),
         name=name,
         gpu_devices=gpu_devices,
+        cached_mounts=mounts,
     )
 
 
@@ -120,14 +128,25 @@ def _exec(api, container, script: str, env: dict, prefix: str, printer: _Printer
             printer.emit(prefix, line.decode(errors="replace").rstrip("\r"))
     if pending:
         printer.emit(prefix, pending.decode(errors="replace"))
-    return api.exec_inspect(exec_id)["ExitCode"]
+    code = api.exec_inspect(exec_id)["ExitCode"]
+    return LOST_RETURN_CODE if code is None else code  # None: the node's container was killed under the exec
 
 
 def _cancel(container, name: str) -> None:
     """SkyPilot's ray.cancel(force=True) of a node's task: its skylet then kills the job's process tree."""
     # The node's skylet may not have written its pid yet: retry for a while.
+    from docker.errors import DockerException
+
     pidfile = f"/tmp/sky_app_{name}.pid"
-    container.exec_run(["/bin/sh", "-c", f"for i in $(seq 100); do kill -TERM $(cat {pidfile} 2>/dev/null) 2>/dev/null && exit 0; sleep 0.2; done"])
+    try:
+        container.exec_run(["/bin/sh", "-c", f"for i in $(seq 100); do kill -TERM $(cat {pidfile} 2>/dev/null) 2>/dev/null && exit 0; sleep 0.2; done"])
+    except DockerException:  # the node is gone (preempted): nothing left to cancel
+        pass
+
+
+def _put_file(container, path: str, data: bytes) -> None:
+    directory, name = path.rsplit("/", 1)
+    container.put_archive(directory, _tar({name: data}))
 
 
 def _tar(files: dict[str, bytes]) -> bytes:
@@ -152,7 +171,7 @@ def _on_all_nodes(api, containers, script: str, envs: list[dict], printer: _Prin
             code = _exec(api, containers[rank], script, envs[rank], f"(node{rank})", printer, name)
         except Exception as exc:  # a node that vanished (killed) counts as failed, not as a crash here
             printer.emit(f"(node{rank})", f"[local cluster] node lost: {exc}")
-            code = 137
+            code = LOST_RETURN_CODE
         with finished:
             codes[rank] = code
             finished.notify_all()
@@ -176,8 +195,11 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def run(job: LocalRun, stream=None) -> int:
-    """Run the job on a fresh local cluster; 0 when every node's `run:` succeeded, else the first failure's code."""
+def run(job: LocalRun, stream=None, hooks=None) -> int:
+    """Run the job on a fresh local cluster; 0 when every node's `run:` succeeded, else the first failure's code.
+
+    hooks (local_managed.py's controller): `started(containers)` once every node is up, `finished(containers)`
+    after the job, before the nodes are removed."""
     from docker.errors import DockerException
 
     docker = _engine_for(job)
@@ -192,11 +214,15 @@ def run(job: LocalRun, stream=None) -> int:
         step(f"local cluster {cluster}: {job.nodes} node(s) of {job.image}")
         network = docker.networks.create(cluster, driver="bridge", labels=labels)
         ips = _start_nodes(docker, job, cluster, labels, network, containers)
+        if hooks:
+            hooks.started(containers)
         envs = [node_env(job, rank, ips, task_id) for rank in range(job.nodes)]
         return _run_job(docker.api, containers, job, envs, _Printer(stream))
     except DockerException as exc:
         raise StackError(f"local cluster failed: {exc}", hint="check `docker info` and the image") from None
     finally:
+        if hooks and containers:
+            hooks.finished(containers)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         for remove in [*(lambda c=c: c.remove(force=True) for c in containers), *([network.remove] if network else [])]:
@@ -232,11 +258,14 @@ def _start_nodes(docker, job: LocalRun, cluster: str, labels: dict, network, con
         nvidia_runtime=job.gpu_devices and "nvidia" in (docker.info().get("Runtimes") or {}))
     for rank in range(job.nodes):
         # create, record, then start: a container that fails to start is still removed by run().
+        volumes = {**job.volumes, **local_bucket.volumes(job.cached_mounts)}
         containers.append(docker.containers.create(job.image, name=f"{cluster}-node{rank}", hostname=f"node{rank}",
-                                                   labels=labels, volumes=job.volumes or None, **run_kwargs))
+                                                   labels=labels, volumes=volumes or None, **run_kwargs))
         containers[-1].start()
     for container in containers:
         container.reload()
+        if job.cached_mounts:
+            local_bucket.mount_in(container, job.cached_mounts, _put_file)
     return [container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"] for container in containers]
 
 

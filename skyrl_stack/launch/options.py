@@ -18,6 +18,7 @@ from skyrl_stack.image.pins import load_pins
 from skyrl_stack.image.refs import REGISTRIES
 from skyrl_stack.launch.hydra_overrides import check_composes, check_sets
 from skyrl_stack.launch.launch_env import refuse_owned
+from skyrl_stack.launch.local_bucket import parse_local_bucket
 from skyrl_stack.launch.managed import parse_run, require_durable_storage
 from skyrl_stack.launch.registry_access import node_login, task_image
 from skyrl_stack.launch.run_script import ENV_BOUND
@@ -149,8 +150,8 @@ def parse_network_tier(value: str | None) -> bool:
 def parse_bucket(value: str | None, cloud: str | None = None) -> str | None:
     """--bucket: a bucket URL SkyPilot can mount (s3://, gs://, r2://, cos://, oci://, https://);
     with --cloud local also an absolute host directory (mounted into every node container)."""
-    if value and cloud == LOCAL and value.startswith("/"):
-        return value
+    if value and cloud == LOCAL and "://" not in value:
+        return parse_local_bucket(value)  # absolute, and a directory that exists or can be made
     if value and not re.match(r"^(s3|gs|r2|cos|oci|https)://[^/\s]+", value):
         local = " (an absolute directory only with --cloud local)" if value.startswith("/") else ""
         raise StackError(f"bad --bucket {value!r}{local}", hint="use s3://BUCKET[/path] or gs://BUCKET[/path]")

@@ -20,6 +20,7 @@ import sys
 from typing import Literal
 
 from skyrl_stack.errors import StackError
+from skyrl_stack.launch.local_bucket import local_run_state
 from skyrl_stack.launch.task_spec import TaskSpec
 
 POINTER = "latest_ckpt_global_step.txt"
@@ -65,8 +66,8 @@ def _s3_state(bucket: str, run: str) -> tuple[State, str]:
     return "empty", f"{run_url(bucket, run)} holds no checkpoints"
 
 
-# scheme -> checker; `--cloud local` host directories are added by their own module.
-_CHECKERS = {"s3": _s3_state}
+# scheme -> checker; "" is a `--cloud local` host directory (local_bucket.py).
+_CHECKERS = {"s3": _s3_state, "": local_run_state}
 
 
 def check_run_path(spec: TaskSpec) -> State | None:

@@ -47,12 +47,24 @@ def run_script(spec: TaskSpec, ray_port: int) -> str:
         'if [ "$SKYPILOT_NODE_RANK" = "0" ]; then',
         f"  skyrl-phase {PHASES[3]}",
     ]
-    lines += _training_command(spec) if spec.backend else [f"  skyrl-rehearsal-job --port {ray_port}"]
+    if spec.bucket:
+        # Durable storage: the checkpoint a resume loads is a complete one (never a cut upload).
+        lines.append(f"  skyrl-ckpt-guard {shlex.quote(spec.ckpt_path)}")
+    lines += _training_command(spec) if spec.backend else [_rehearsal_command(spec, ray_port)]
     # The workers' run: holds their node in the cluster until this; a failed job
     # never gets here, and SkyPilot's job then cancels the workers itself.
     lines.append(f"  skyrl-ray-up --port {ray_port} --release")
     lines.append("fi")
     return "\n".join(lines) + "\n"
+
+
+def _rehearsal_command(spec: TaskSpec, ray_port: int) -> str:
+    """The rehearsal job; with durable storage it trains and checkpoints (REHEARSAL_* envs, task_yaml.py)."""
+    if not spec.bucket:
+        return f"  skyrl-rehearsal-job --port {ray_port}"
+    return (f"  skyrl-rehearsal-job --port {ray_port} --ckpt-path {shlex.quote(spec.ckpt_path)} "
+            '--steps "$REHEARSAL_STEPS" --step-seconds "$REHEARSAL_STEP_SECONDS" '
+            '--ckpt-interval "$REHEARSAL_CKPT_INTERVAL" --max-ckpts 2')
 
 
 def _training_command(spec: TaskSpec) -> list[str]:

@@ -20,6 +20,9 @@ from skyrl_stack.launch.training_plan import BATCH_KEYS, CKPTS_KEY
 
 # How long the Ray head waits for every node to join (seconds); env-overridable per launch.
 DEFAULT_JOIN_TIMEOUT = 600
+# The rehearsal's training with durable storage (skyrl-rehearsal-job --ckpt-path): long enough for a
+# preemption at 20 s to land mid-run (issue 16), `launch --env REHEARSAL_STEPS=...` to change it.
+REHEARSAL_TRAINING = {"REHEARSAL_STEPS": "40", "REHEARSAL_STEP_SECONDS": "1", "REHEARSAL_CKPT_INTERVAL": "5"}
 
 
 def task_config(spec: TaskSpec) -> dict:
@@ -29,6 +32,8 @@ def task_config(spec: TaskSpec) -> dict:
     if spec.backend:
         envs["INFERENCE_BACKEND"] = spec.backend
     envs["SKYRL_RAY_JOIN_TIMEOUT"] = str(DEFAULT_JOIN_TIMEOUT)
+    if spec.bucket and not spec.backend:
+        envs.update(REHEARSAL_TRAINING)
     config["envs"] = envs
     secrets: dict = {"WANDB_API_KEY": None} if spec.logger == "wandb" else {}
     if spec.registry_login:
