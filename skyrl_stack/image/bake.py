@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 from datetime import datetime, timezone
+from pathlib import Path
 
 from skyrl_stack.errors import StackError
 from skyrl_stack.image import skyrl_patches
@@ -86,11 +87,26 @@ def git_revision() -> str:
                              capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run([*git, "status", "--porcelain", "--", *BUILD_INPUTS],
                                capture_output=True, text=True, check=True).stdout.strip()
+        shallow = subprocess.run([*git, "rev-parse", "--path-format=absolute", "--git-path", "shallow"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    if not rev:  # a checkout whose history never touched the inputs (or a shallow clone cut above them)
+    if not rev:  # a checkout whose history never touched the inputs
+        return "unknown"
+    if rev in _shallow_boundary(Path(shallow)):
+        # A shallow clone's oldest commit (actions/checkout's default depth 1: HEAD) shows every file as
+        # added, so it is "the last change" whether or not it changed an input: the true commit is not in
+        # the clone. Not HEAD, which would give every commit a new digest (a fetch-depth 0 clone knows).
         return "unknown"
     return f"{rev}-dirty" if dirty else rev
+
+
+def _shallow_boundary(path: Path) -> set[str]:
+    """The commits a shallow clone is cut at (git's `shallow` file; none in a full clone)."""
+    try:
+        return set(path.read_text().split())
+    except OSError:
+        return set()
 
 
 def build_args(pins: Pins, variant: Variant, base_image: str | None = None) -> dict[str, str]:
