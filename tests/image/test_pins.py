@@ -177,6 +177,20 @@ def test_the_package_ships_the_pins_file():
     assert PINS_FILE.resolve() in {path.resolve() for path in shipped}
 
 
+def test_the_package_ships_every_data_file_the_code_reads():
+    """Every tracked file under skyrl_stack/ that is not Python is read beside its module (pins.toml,
+    dev/published_sizes.toml, launch/image_bytes.json: `invoke render`'s pull plan), so a wheel (a plain
+    `pip install`, not the editable install CI uses) must carry each: a missing one is a FileNotFoundError
+    traceback at render."""
+    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    shipped = {path.resolve() for pattern in config["tool"]["setuptools"]["package-data"]["skyrl_stack"]
+               for path in (REPO_ROOT / "skyrl_stack").glob(pattern)}
+    tracked = subprocess.run(["git", "-C", str(REPO_ROOT), "ls-files", "skyrl_stack"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    data = {(REPO_ROOT / name).resolve() for name in tracked if not name.endswith(".py")}
+    assert data and data <= shipped, sorted(str(path) for path in data - shipped)
+
+
 def test_pins_load_on_python_310_without_tomllib():
     """Ubuntu 22.04's python3 (3.10) has no tomllib; pins.py falls back to pip's vendored tomli.
     Simulated by hiding tomllib (no 3.10 interpreter here; vermin checks the syntax below)."""
