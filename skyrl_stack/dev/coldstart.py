@@ -132,11 +132,21 @@ def empty_engine(root: Path):
         finally:
             subprocess.run(["docker", "-H", host, "rm", "-f", *subprocess.run(
                 ["docker", "-H", host, "ps", "-aq"], capture_output=True, text=True).stdout.split()], capture_output=True)
-            process.terminate()
-            process.wait(timeout=60)
+            _stop(process)
             _unmount_under(root, sockets)
             shutil.rmtree(root, ignore_errors=True)
             shutil.rmtree(sockets, ignore_errors=True)
+
+
+def _stop(process: subprocess.Popen, grace_s: float = 60) -> None:
+    """Stop the bench's dockerd: SIGTERM, then SIGKILL after grace_s. A dockerd that hangs on shutdown must not
+    end the cleanup there (its mounts, folders and bridge would be left, with a traceback)."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _unmount_under(*roots: Path) -> None:
