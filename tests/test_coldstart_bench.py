@@ -188,3 +188,22 @@ def test_a_dockerd_that_hangs_on_shutdown_is_killed_and_everything_is_still_clea
     assert started[0].signals == ["TERM", "KILL"]
     assert unmounted == [tmp_path / "engine", sockets] and bridges == ["up", "down"]
     assert not (tmp_path / "engine").exists() and not sockets.exists()
+
+
+@pytest.mark.parametrize("missing", coldstart.HOST_TOOLS)
+def test_a_machine_without_the_benchs_tools_is_one_line_before_anything_starts(monkeypatch, missing):
+    from skyrl_stack.errors import StackError
+
+    monkeypatch.setattr(coldstart.shutil, "which", lambda tool: None if tool == missing else f"/usr/bin/{tool}")
+    monkeypatch.setattr(coldstart, "registry", lambda root: pytest.fail("the bench started its registry"))
+    with pytest.raises(StackError, match=rf"^cold start bench: {re.escape(missing)} not on PATH$"):
+        coldstart.run()
+
+
+def test_the_bench_as_another_user_than_root_is_one_line(monkeypatch):
+    from skyrl_stack.errors import StackError
+
+    monkeypatch.setattr(coldstart.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(coldstart.os, "geteuid", lambda: 1000)
+    with pytest.raises(StackError, match=r"^cold start bench: needs root"):
+        coldstart.run()

@@ -268,12 +268,33 @@ def wheel_index(cache: Path) -> Path:
     return cache
 
 
+# What the bench runs besides the docker CLI: a second engine (dockerd, as root: it makes a bridge with `ip`),
+# and this run's registry (Debian's docker-registry, as scripts/setup-test-machine.sh installs it).
+HOST_TOOLS = ("docker", "dockerd", "ip", "docker-registry")
+
+
+def require_host() -> None:
+    """One line, before anything starts, where this machine cannot run the bench (not a CalledProcessError or
+    FileNotFoundError traceback from the first `ip link add` or dockerd)."""
+    from skyrl_stack.errors import StackError
+
+    missing = [tool for tool in HOST_TOOLS if shutil.which(tool) is None]
+    if missing:
+        raise StackError(f"cold start bench: {', '.join(missing)} not on PATH",
+                         hint="it runs a second dockerd and a registry process here: scripts/setup-test-machine.sh "
+                              "installs them")
+    if os.geteuid() != 0:
+        raise StackError("cold start bench: needs root (its empty engine is a second dockerd with a bridge of its own)",
+                         hint="run it as root, e.g. sudo -E .venv/bin/invoke bench --part coldstart")
+
+
 def run(bandwidths: tuple[float, ...] = BANDWIDTHS_MB_S) -> dict:
     """Both flows at each bandwidth; prints the ratio line per bandwidth; returns the figures."""
     from skyrl_stack.image.pins import load_pins
     from skyrl_stack.image.records import load_build_record
     from skyrl_stack.project import project_root, workspace
 
+    require_host()
     pins = load_pins()
     record = load_build_record("rehearsal")
     if subprocess.run(["docker", "image", "inspect", record.ref], capture_output=True).returncode != 0:
