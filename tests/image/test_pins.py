@@ -325,3 +325,18 @@ def test_broken_pins_file_is_one_line_from_the_cli(tmp_path):
     assert out.returncode != 0
     assert out.stderr.strip().splitlines()[0] == f"error: pins file {broken}: [python] uv: missing"
     assert "Traceback" not in out.stderr
+
+
+def test_the_pins_digest_names_the_order_the_patches_apply_in():
+    """[skyrl.patches] apply in file order (SKYRL_PATCHES), so two orders are two images: the pins digest (and the
+    pins tag) must differ, while a single patch keeps the digest it always had."""
+    from skyrl_stack.image.pins import Pins, load_pins
+
+    raw = copy.deepcopy(load_pins().raw)
+    one = dict(raw["skyrl"]["patches"])
+    assert Pins(copy.deepcopy(raw)).digest() == load_pins().digest() and len(one) == 1
+    first, second = (copy.deepcopy(raw) for _ in range(2))
+    first["skyrl"]["patches"] = {**one, "b-second": "b" * 64}
+    second["skyrl"]["patches"] = {"b-second": "b" * 64, **one}
+    assert list(Pins(first).skyrl_patches) != list(Pins(second).skyrl_patches)
+    assert Pins(first).digest() != Pins(second).digest()
