@@ -207,3 +207,36 @@ def test_the_bench_as_another_user_than_root_is_one_line(monkeypatch):
     monkeypatch.setattr(coldstart.os, "geteuid", lambda: 1000)
     with pytest.raises(StackError, match=r"^cold start bench: needs root"):
         coldstart.run()
+
+
+def test_a_pull_the_empty_engine_refuses_is_one_line(monkeypatch, tmp_path):
+    """A failing step of a flow (here the empty engine's pull) is one error: line naming the command and docker's
+    own first error line, not a CalledProcessError traceback. Stood in for: the proxy, the engine and docker."""
+    from contextlib import contextmanager
+
+    from skyrl_stack.dev import capped_proxy
+    from skyrl_stack.errors import StackError
+
+    class Proxy:
+        port, bucket = 1, None
+
+        def __init__(self, *args):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    @contextmanager
+    def engine(root):
+        yield "unix:///tmp/skcs-test/docker.sock"
+
+    refused = "Error response from daemon: manifest unknown\nmore detail\n"
+    monkeypatch.setattr(capped_proxy, "CappedProxy", Proxy)
+    monkeypatch.setattr(coldstart, "empty_engine", engine)
+    monkeypatch.setattr(coldstart.subprocess, "run", lambda command, **kw: subprocess.CompletedProcess(command, 1, "", refused))
+    with pytest.raises(StackError, match=r"^cold start bench: docker -H unix:///tmp/skcs-test/docker.sock pull -q "
+                                         r"127\.0\.0\.1:1/img exited 1: Error response from daemon: manifest unknown$"):
+        coldstart.image_flow("img", 5000, 20, tmp_path)

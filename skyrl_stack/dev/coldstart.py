@@ -81,6 +81,23 @@ def registry(root: Path):
             process.wait(timeout=20)
 
 
+def _checked(command: list[str], timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run a step of the bench; a failure is one `error:` line naming the command and its own first error line
+    (not a CalledProcessError traceback)."""
+    from skyrl_stack.errors import StackError, first_line
+
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise StackError(f"cold start bench: {' '.join(command)} took over {timeout:g} s",
+                         hint="the machine or the cap is slower than the bench allows; nothing of it is left") from None
+    if result.returncode != 0:
+        raise StackError(f"cold start bench: {' '.join(command)} exited {result.returncode}: "
+                         f"{first_line(result.stderr or result.stdout)}",
+                         hint="what the bench started so far is stopped and removed")
+    return result
+
+
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1):
@@ -98,12 +115,12 @@ def own_bridge():
     engine's default network. Given a bridge of its own (`--bridge NAME`), it leaves docker0 alone."""
     import secrets
 
-    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=True).stdout
+    routes = _checked(["ip", "-4", "route"]).stdout
     third = next(n for n in range(200, 255) if f"10.254.{n}." not in routes)
     name = f"skyrlcs{secrets.token_hex(3)}"
-    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+    _checked(["ip", "link", "add", name, "type", "bridge"])
     try:
-        subprocess.run(["ip", "addr", "add", f"10.254.{third}.1/30", "dev", name], check=True)
+        _checked(["ip", "addr", "add", f"10.254.{third}.1/30", "dev", name])
         yield name
     finally:
         subprocess.run(["ip", "link", "del", name], capture_output=True)
@@ -184,7 +201,7 @@ def image_flow(image: str, registry_port: int, mb_per_s: float, work: Path) -> d
     with CappedProxy(registry_port, mb_per_s) as proxy, empty_engine(work / f"engine-{mb_per_s:g}") as host:
         ref = f"127.0.0.1:{proxy.port}/{image}"
         start = time.monotonic()
-        subprocess.run(["docker", "-H", host, "pull", "-q", ref], check=True, capture_output=True, timeout=TIMEOUT_S)
+        _checked(["docker", "-H", host, "pull", "-q", ref], timeout=TIMEOUT_S)
         pulled = time.monotonic() - start
         env = [arg for name, value in NODE_ENV.items() for arg in ("-e", f"{name}={value}")]
         joined = _until_joined(["docker", "-H", host, "run", "--rm", "--network", "none", "--shm-size", "512m", *env, ref,
@@ -310,9 +327,9 @@ def run(bandwidths: tuple[float, ...] = BANDWIDTHS_MB_S) -> dict:
         work = Path(tmp)
         name = "coldstart/rehearsal:bench"
         local = f"127.0.0.1:{port}/{name}"
-        subprocess.run(["docker", "tag", record.ref, local], check=True)
+        _checked(["docker", "tag", record.ref, local])
         try:  # the image in this run's registry; the tag made for the push is removed at once
-            subprocess.run(["docker", "push", "-q", local], check=True, capture_output=True)
+            _checked(["docker", "push", "-q", local])
         finally:
             subprocess.run(["docker", "image", "rm", local], capture_output=True)
         for mb_per_s in bandwidths:
