@@ -87,13 +87,14 @@ def git_revision() -> str:
                              capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run([*git, "status", "--porcelain", "--", *BUILD_INPUTS],
                                capture_output=True, text=True, check=True).stdout.strip()
-        shallow = subprocess.run([*git, "rev-parse", "--path-format=absolute", "--git-path", "shallow"],
-                                 capture_output=True, text=True, check=True).stdout.strip()
+        # Relative to the checkout unless git answers an absolute path (no --path-format: git < 2.31 lacks it).
+        shallow = project_root() / subprocess.run([*git, "rev-parse", "--git-path", "shallow"],
+                                                  capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     if not rev:  # a checkout whose history never touched the inputs
         return "unknown"
-    if rev in _shallow_boundary(Path(shallow)):
+    if rev in _shallow_boundary(shallow):
         # A shallow clone's oldest commit (actions/checkout's default depth 1: HEAD) shows every file as
         # added, so it is "the last change" whether or not it changed an input: the true commit is not in
         # the clone. Not HEAD, which would give every commit a new digest (a fetch-depth 0 clone knows).
