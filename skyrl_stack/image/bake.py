@@ -213,9 +213,9 @@ def bake_definition(
         }
         if cache_ref:
             # A registry build cache (CI runners start empty), one tag per
-            # variant so parallel builds do not overwrite each other's; needs
-            # a BuildKit that can export caches (docker-container driver or
-            # the containerd store).
+            # variant so parallel builds do not overwrite each other's; the
+            # engine's own builder (the one the build uses) exports it only
+            # with the containerd image store, which the build requires anyway.
             ref = f"{cache_ref}:{variant.name}"
             target["cache-from"] = [f"type=registry,ref={ref}"]
             target["cache-to"] = [f"type=registry,ref={ref},mode=max"]
