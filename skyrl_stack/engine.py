@@ -85,7 +85,8 @@ def check_versions(buildx_version: str, builder_inspect: str, engine_version: st
         if buildkit < MIN_BUILDKIT:
             raise StackError(f"BuildKit {'.'.join(map(str, buildkit))} is too old: the build needs >= "
                              f"{'.'.join(map(str, MIN_BUILDKIT))} (rewrite-timestamp for reproducible images)",
-                             hint="upgrade Docker Engine to >= 26, or use a newer buildx builder")
+                             hint="upgrade Docker Engine to >= 26: the build runs the engine's own BuildKit "
+                                  "(engine_builder), so another builder would not be used")
         return
     engine = version_of(engine_version)
     if engine is not None and engine < MIN_ENGINE_FOR_BUILDKIT:

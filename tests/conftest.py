@@ -107,8 +107,9 @@ def registry(tmp_path):
 # Names tests (this checkout's and the other checkouts' sharing the engine) give their images:
 # every SKYRL_STACK_TEST_REPOSITORY (127.0.0.1:5000/skyrl-stack-test-<name>), the names older
 # tests used, and a registry on a temporary port (any 127.0.0.1:<port>/ but the shared :5000).
+# This session's own SKYRL_STACK_TEST_REPOSITORY too, whatever it is named (its images are the tests' to remove).
 _TEST_NAMES = re.compile(r"^(?:127\.0\.0\.1:5000/skyrl-stack-test|skyrl-stack-test|skyrl-stack-smoke-|"
-                         r"skyrl-stack-bench|127\.0\.0\.1:(?!5000/)\d+/)")
+                         r"skyrl-stack-bench|127\.0\.0\.1:(?!5000/)\d+/|" + re.escape(TEST_REPOSITORY) + r"[:@/-])")
 
 
 def engine_leaks(before: dict[str, str], after: dict[str, str], temporary_hosts: set[str]) -> list[str]:

@@ -128,6 +128,10 @@ def test_the_empty_engine_leaves_the_hosts_links_and_the_users_engine_as_found(t
     assert own.split()[1] == "0" and own.split()[0] != engines_before.split()[0]  # empty, and not the user's engine
     assert not {n for n in after if n.startswith("skyrlcs")} and not (tmp_path / "engine").exists()
     assert str(tmp_path) not in Path("/proc/mounts").read_text()  # nothing of it left mounted
+    # After it stopped too: the user's docker0 is still there, and its socket/exec-root folder (netns mounts) is gone.
+    sockets = Path(host.removeprefix("unix://")).parent
+    assert "docker0" in after
+    assert not sockets.exists() and str(sockets) not in Path("/proc/mounts").read_text()
 
 
 def test_readme_quotes_the_bytes_each_flow_fetched():
@@ -140,3 +144,99 @@ def test_readme_quotes_the_bytes_each_flow_fetched():
                                                     block).groups())
     prose = " ".join(readme.split(bench.COLDSTART_END, 1)[1].split())
     assert f"its image flow fetches {image_mb} MB" in prose and f"against the setup flow's {setup_mb} MB" in prose
+
+
+def test_a_dockerd_that_hangs_on_shutdown_is_killed_and_everything_is_still_cleaned(tmp_path, monkeypatch):
+    """The empty engine's teardown goes on past a dockerd that ignores SIGTERM: killed, then unmounted and removed
+    (no dockerd, bridge or folder left, no traceback). Only dockerd, docker and ip are stood in for (they need root)."""
+    from contextlib import contextmanager
+
+    class HangingDockerd:
+        def __init__(self, *args, **kwargs):
+            self.signals = []
+
+        def terminate(self):
+            self.signals.append("TERM")
+
+        def kill(self):
+            self.signals.append("KILL")
+
+        def wait(self, timeout=None):
+            if self.signals[-1] == "TERM":
+                raise subprocess.TimeoutExpired("dockerd", timeout)
+            return -9
+
+    started, bridges, unmounted = [], [], []
+
+    def popen(*args, **kwargs):
+        started.append(HangingDockerd())
+        return started[-1]
+
+    @contextmanager
+    def own_bridge():
+        bridges.append("up")
+        yield "skyrlcstest"
+        bridges.append("down")
+
+    monkeypatch.setattr(coldstart.subprocess, "Popen", popen)
+    monkeypatch.setattr(coldstart.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "", ""))
+    monkeypatch.setattr(coldstart, "_wait", lambda *a, **k: None)
+    monkeypatch.setattr(coldstart, "own_bridge", own_bridge)
+    monkeypatch.setattr(coldstart, "_unmount_under", lambda *roots: unmounted.extend(roots))
+    with coldstart.empty_engine(tmp_path / "engine") as host:
+        sockets = Path(host.removeprefix("unix://")).parent
+    assert started[0].signals == ["TERM", "KILL"]
+    assert unmounted == [tmp_path / "engine", sockets] and bridges == ["up", "down"]
+    assert not (tmp_path / "engine").exists() and not sockets.exists()
+
+
+@pytest.mark.parametrize("missing", coldstart.HOST_TOOLS)
+def test_a_machine_without_the_benchs_tools_is_one_line_before_anything_starts(monkeypatch, missing):
+    from skyrl_stack.errors import StackError
+
+    monkeypatch.setattr(coldstart.shutil, "which", lambda tool: None if tool == missing else f"/usr/bin/{tool}")
+    monkeypatch.setattr(coldstart, "registry", lambda root: pytest.fail("the bench started its registry"))
+    with pytest.raises(StackError, match=rf"^cold start bench: {re.escape(missing)} not on PATH$"):
+        coldstart.run()
+
+
+def test_the_bench_as_another_user_than_root_is_one_line(monkeypatch):
+    from skyrl_stack.errors import StackError
+
+    monkeypatch.setattr(coldstart.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(coldstart.os, "geteuid", lambda: 1000)
+    with pytest.raises(StackError, match=r"^cold start bench: needs root"):
+        coldstart.run()
+
+
+def test_a_pull_the_empty_engine_refuses_is_one_line(monkeypatch, tmp_path):
+    """A failing step of a flow (here the empty engine's pull) is one error: line naming the command and docker's
+    own first error line, not a CalledProcessError traceback. Stood in for: the proxy, the engine and docker."""
+    from contextlib import contextmanager
+
+    from skyrl_stack.dev import capped_proxy
+    from skyrl_stack.errors import StackError
+
+    class Proxy:
+        port, bucket = 1, None
+
+        def __init__(self, *args):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    @contextmanager
+    def engine(root):
+        yield "unix:///tmp/skcs-test/docker.sock"
+
+    refused = "Error response from daemon: manifest unknown\nmore detail\n"
+    monkeypatch.setattr(capped_proxy, "CappedProxy", Proxy)
+    monkeypatch.setattr(coldstart, "empty_engine", engine)
+    monkeypatch.setattr(coldstart.subprocess, "run", lambda command, **kw: subprocess.CompletedProcess(command, 1, "", refused))
+    with pytest.raises(StackError, match=r"^cold start bench: docker -H unix:///tmp/skcs-test/docker.sock pull -q "
+                                         r"127\.0\.0\.1:1/img exited 1: Error response from daemon: manifest unknown$"):
+        coldstart.image_flow("img", 5000, 20, tmp_path)

@@ -33,3 +33,21 @@ def test_other_checkouts_work_meanwhile_is_not_counted():
 def test_a_tag_that_moved_to_another_image_is_not_a_removal():
     """A user (or their build) may move their own tag meanwhile; only a name that is gone counts."""
     assert engine_leaks({USER_TAG: IMAGE}, {USER_TAG: "sha256:" + "c" * 64}, set()) == []
+
+
+def test_this_sessions_own_test_repository_is_the_tests_whatever_its_name():
+    """SKYRL_STACK_TEST_REPOSITORY may name any repository (CI, a user's registry): the tests' own images under it
+    (the session's and its -revision/-coldstart ones) are theirs to remove, and a name that only starts alike is not."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.paths import REPO_ROOT
+
+    code = ("from tests.conftest import engine_leaks, TEST_REPOSITORY as R\n"
+            "before = {R + ':rehearsal-x': 'i', R + '-revision:rehearsal-x': 'i', R + 'x:users': 'i'}\n"
+            "print(engine_leaks(before, {}, set()))")
+    env = dict(os.environ, SKYRL_STACK_TEST_REPOSITORY="registry.example:5000/ci/stack-tests")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "['removed registry.example:5000/ci/stack-testsx:users']"

@@ -86,6 +86,20 @@ def test_in_image_modules_import_only_the_standard_library_and_each_other():
     assert problems == []
 
 
+def test_in_image_modules_import_lazily_only_what_the_image_carries():
+    """A function-level import of the project's own module runs in the image too (pins.py loads
+    image/pins_meaning.py when it checks the pins): the Dockerfile's file list must carry it, or the smoke
+    suite fails there with ModuleNotFoundError. The import-time check above does not see these."""
+    shipped = image_modules()
+    shipped_names = {_module_name(REPO_ROOT / f) for f in shipped if f.endswith(".py")}
+    missing = sorted(f"{file} imports {name}" for file in shipped if file.endswith(".py")
+                     for name in imports_of(REPO_ROOT / file)
+                     if name.split(".")[0] == "skyrl_stack" and name not in shipped_names
+                     and name.rpartition(".")[0] not in shipped_names)
+    assert missing == []
+    assert "skyrl_stack.image.pins_meaning" in shipped_names
+
+
 def test_the_image_import_check_sees_a_third_party_import_at_import_time(tmp_path):
     """The check above can fail: torch at the top of a module is seen, torch inside a check is not."""
     module = tmp_path / "check.py"

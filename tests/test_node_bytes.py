@@ -155,3 +155,15 @@ def test_readme_disk_tier_figures_are_the_plans():
             f"against a {plan.download_s:.0f} s download") in readme
     assert f"at `high` they take {plan.write_s('high'):.0f} s" in readme
     assert f"unpack to about {plan.unpacked / plan.compressed:.1f}x their compressed bytes" in readme
+
+
+def test_the_recovery_cost_table_quotes_the_byte_tables_pull():
+    """README's "what a recovery costs" row for the image pull quotes the per-node bytes the byte table (and
+    render's plan, image_bytes.json) gives, base included, not a partial figure that contradicts it."""
+    from skyrl_stack.launch.cold_start import PULL_MB_S, image_bytes
+    from tests.support.paths import REPO_ROOT
+
+    vllm = image_bytes()["vllm"]
+    (row,) = [line for line in (REPO_ROOT / "README.md").read_text().splitlines() if line.startswith("| image pull |")]
+    assert f"fetches {vllm['compressed'] / 1e9:.2f} GB compressed and writes {vllm['unpacked'] / 1e9:.2f} GB" in row
+    assert f"{vllm['compressed'] / 1e6 / PULL_MB_S:.0f} s at 1 Gbit/s" in row and PULL_MB_S == 125

@@ -81,6 +81,23 @@ def registry(root: Path):
             process.wait(timeout=20)
 
 
+def _checked(command: list[str], timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run a step of the bench; a failure is one `error:` line naming the command and its own first error line
+    (not a CalledProcessError traceback)."""
+    from skyrl_stack.errors import StackError, first_line
+
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise StackError(f"cold start bench: {' '.join(command)} took over {timeout:g} s",
+                         hint="the machine or the cap is slower than the bench allows; nothing of it is left") from None
+    if result.returncode != 0:
+        raise StackError(f"cold start bench: {' '.join(command)} exited {result.returncode}: "
+                         f"{first_line(result.stderr or result.stdout)}",
+                         hint="what the bench started so far is stopped and removed")
+    return result
+
+
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1):
@@ -98,12 +115,12 @@ def own_bridge():
     engine's default network. Given a bridge of its own (`--bridge NAME`), it leaves docker0 alone."""
     import secrets
 
-    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=True).stdout
+    routes = _checked(["ip", "-4", "route"]).stdout
     third = next(n for n in range(200, 255) if f"10.254.{n}." not in routes)
     name = f"skyrlcs{secrets.token_hex(3)}"
-    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+    _checked(["ip", "link", "add", name, "type", "bridge"])
     try:
-        subprocess.run(["ip", "addr", "add", f"10.254.{third}.1/30", "dev", name], check=True)
+        _checked(["ip", "addr", "add", f"10.254.{third}.1/30", "dev", name])
         yield name
     finally:
         subprocess.run(["ip", "link", "del", name], capture_output=True)
@@ -132,11 +149,21 @@ def empty_engine(root: Path):
         finally:
             subprocess.run(["docker", "-H", host, "rm", "-f", *subprocess.run(
                 ["docker", "-H", host, "ps", "-aq"], capture_output=True, text=True).stdout.split()], capture_output=True)
-            process.terminate()
-            process.wait(timeout=60)
+            _stop(process)
             _unmount_under(root, sockets)
             shutil.rmtree(root, ignore_errors=True)
             shutil.rmtree(sockets, ignore_errors=True)
+
+
+def _stop(process: subprocess.Popen, grace_s: float = 60) -> None:
+    """Stop the bench's dockerd: SIGTERM, then SIGKILL after grace_s. A dockerd that hangs on shutdown must not
+    end the cleanup there (its mounts, folders and bridge would be left, with a traceback)."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _unmount_under(*roots: Path) -> None:
@@ -174,7 +201,7 @@ def image_flow(image: str, registry_port: int, mb_per_s: float, work: Path) -> d
     with CappedProxy(registry_port, mb_per_s) as proxy, empty_engine(work / f"engine-{mb_per_s:g}") as host:
         ref = f"127.0.0.1:{proxy.port}/{image}"
         start = time.monotonic()
-        subprocess.run(["docker", "-H", host, "pull", "-q", ref], check=True, capture_output=True, timeout=TIMEOUT_S)
+        _checked(["docker", "-H", host, "pull", "-q", ref], timeout=TIMEOUT_S)
         pulled = time.monotonic() - start
         env = [arg for name, value in NODE_ENV.items() for arg in ("-e", f"{name}={value}")]
         joined = _until_joined(["docker", "-H", host, "run", "--rm", "--network", "none", "--shm-size", "512m", *env, ref,
@@ -258,12 +285,33 @@ def wheel_index(cache: Path) -> Path:
     return cache
 
 
+# What the bench runs besides the docker CLI: a second engine (dockerd, as root: it makes a bridge with `ip`),
+# and this run's registry (Debian's docker-registry, as scripts/setup-test-machine.sh installs it).
+HOST_TOOLS = ("docker", "dockerd", "ip", "docker-registry")
+
+
+def require_host() -> None:
+    """One line, before anything starts, where this machine cannot run the bench (not a CalledProcessError or
+    FileNotFoundError traceback from the first `ip link add` or dockerd)."""
+    from skyrl_stack.errors import StackError
+
+    missing = [tool for tool in HOST_TOOLS if shutil.which(tool) is None]
+    if missing:
+        raise StackError(f"cold start bench: {', '.join(missing)} not on PATH",
+                         hint="it runs a second dockerd and a registry process here: scripts/setup-test-machine.sh "
+                              "installs them")
+    if os.geteuid() != 0:
+        raise StackError("cold start bench: needs root (its empty engine is a second dockerd with a bridge of its own)",
+                         hint="run it as root, e.g. sudo -E .venv/bin/invoke bench --part coldstart")
+
+
 def run(bandwidths: tuple[float, ...] = BANDWIDTHS_MB_S) -> dict:
     """Both flows at each bandwidth; prints the ratio line per bandwidth; returns the figures."""
     from skyrl_stack.image.pins import load_pins
     from skyrl_stack.image.records import load_build_record
     from skyrl_stack.project import project_root, workspace
 
+    require_host()
     pins = load_pins()
     record = load_build_record("rehearsal")
     if subprocess.run(["docker", "image", "inspect", record.ref], capture_output=True).returncode != 0:
@@ -279,9 +327,9 @@ def run(bandwidths: tuple[float, ...] = BANDWIDTHS_MB_S) -> dict:
         work = Path(tmp)
         name = "coldstart/rehearsal:bench"
         local = f"127.0.0.1:{port}/{name}"
-        subprocess.run(["docker", "tag", record.ref, local], check=True)
+        _checked(["docker", "tag", record.ref, local])
         try:  # the image in this run's registry; the tag made for the push is removed at once
-            subprocess.run(["docker", "push", "-q", local], check=True, capture_output=True)
+            _checked(["docker", "push", "-q", local])
         finally:
             subprocess.run(["docker", "image", "rm", local], capture_output=True)
         for mb_per_s in bandwidths:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 from datetime import datetime, timezone
+from pathlib import Path
 
 from skyrl_stack.errors import StackError
 from skyrl_stack.image import skyrl_patches
@@ -86,11 +87,27 @@ def git_revision() -> str:
                              capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run([*git, "status", "--porcelain", "--", *BUILD_INPUTS],
                                capture_output=True, text=True, check=True).stdout.strip()
+        # Relative to the checkout unless git answers an absolute path (no --path-format: git < 2.31 lacks it).
+        shallow = project_root() / subprocess.run([*git, "rev-parse", "--git-path", "shallow"],
+                                                  capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    if not rev:  # a checkout whose history never touched the inputs (or a shallow clone cut above them)
+    if not rev:  # a checkout whose history never touched the inputs
+        return "unknown"
+    if rev in _shallow_boundary(shallow):
+        # A shallow clone's oldest commit (actions/checkout's default depth 1: HEAD) shows every file as
+        # added, so it is "the last change" whether or not it changed an input: the true commit is not in
+        # the clone. Not HEAD, which would give every commit a new digest (a fetch-depth 0 clone knows).
         return "unknown"
     return f"{rev}-dirty" if dirty else rev
+
+
+def _shallow_boundary(path: Path) -> set[str]:
+    """The commits a shallow clone is cut at (git's `shallow` file; none in a full clone)."""
+    try:
+        return set(path.read_text().split())
+    except OSError:
+        return set()
 
 
 def build_args(pins: Pins, variant: Variant, base_image: str | None = None) -> dict[str, str]:
@@ -196,9 +213,9 @@ def bake_definition(
         }
         if cache_ref:
             # A registry build cache (CI runners start empty), one tag per
-            # variant so parallel builds do not overwrite each other's; needs
-            # a BuildKit that can export caches (docker-container driver or
-            # the containerd store).
+            # variant so parallel builds do not overwrite each other's; the
+            # engine's own builder (the one the build uses) exports it only
+            # with the containerd image store, which the build requires anyway.
             ref = f"{cache_ref}:{variant.name}"
             target["cache-from"] = [f"type=registry,ref={ref}"]
             target["cache-to"] = [f"type=registry,ref={ref},mode=max"]

@@ -187,6 +187,10 @@ class Pins:
     def digest(self) -> str:
         """A short, stable hash of every pin: names the exact content an image holds."""
         canonical = json.dumps(self.raw, sort_keys=True, separators=(",", ":"))
+        if len(self.skyrl_patches) > 1:
+            # sort_keys forgets the order [skyrl.patches] apply in, which is part of what the image holds
+            # (SKYRL_PATCHES); with one patch there is no order, and the digest stays what it was.
+            canonical += json.dumps(list(self.skyrl_patches))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 

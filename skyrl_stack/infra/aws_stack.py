@@ -283,9 +283,12 @@ def destroy(cloud: str = "aws", region: str | None = None, stack_name: str | Non
     try:
         wait_for_stack(cf, printer, "deletion")
     except StackError as exc:
-        # The usual cause: CloudFormation never deletes an ECR repository that still holds images.
-        raise StackError(exc.message, hint="delete what the reason names (e.g. the repository's images with "
-                                           "`aws ecr batch-delete-image`), then run infra.down again") from None
+        # The usual causes: CloudFormation never deletes an ECR repository that still holds images, nor an
+        # S3 bucket that still holds objects (the checkpoint bucket, CheckpointBucketName).
+        raise StackError(exc.message, hint="delete what the reason names (the repository's images: `aws ecr "
+                                           "batch-delete-image`; the checkpoints in the bucket `invoke "
+                                           "infra.outputs` names CheckpointBucketName: `aws s3 rm s3://BUCKET "
+                                           "--recursive`), then run infra.down again") from None
     outputs_path(region).unlink(missing_ok=True)
     step(f"stack {stack_name} deleted")
     return True

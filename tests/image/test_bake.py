@@ -239,3 +239,11 @@ def test_buildkit_version_check_accepts_this_machine_and_refuses_old_ones():
     with pytest.raises(_StackError, match=r"Docker Engine 20\.10\.24\+dfsg1 bundles a BuildKit older than 0\.13"):
         engine.check_versions("github.com/docker/buildx 0.13.1+ds1 0.13.1+ds1-3", INSPECT.format("v0.0.0+unknown"),
                               "20.10.24+dfsg1")
+
+
+def test_an_old_engine_buildkit_is_not_answered_with_another_builder():
+    """The build always runs the engine's own builder (engine.engine_builder), so 'use a newer buildx builder'
+    is advice the build would ignore: the hint names the engine only."""
+    with pytest.raises(_StackError, match=r"BuildKit 0\.12\.5 is too old") as err:
+        engine.check_versions("github.com/docker/buildx v0.12.1 abc", INSPECT.format("v0.12.5"), "25.0.3")
+    assert "upgrade Docker Engine to >= 26" in err.value.hint and "newer buildx builder" not in err.value.hint

@@ -177,6 +177,20 @@ def test_the_package_ships_the_pins_file():
     assert PINS_FILE.resolve() in {path.resolve() for path in shipped}
 
 
+def test_the_package_ships_every_data_file_the_code_reads():
+    """Every tracked file under skyrl_stack/ that is not Python is read beside its module (pins.toml,
+    dev/published_sizes.toml, launch/image_bytes.json: `invoke render`'s pull plan), so a wheel (a plain
+    `pip install`, not the editable install CI uses) must carry each: a missing one is a FileNotFoundError
+    traceback at render."""
+    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    shipped = {path.resolve() for pattern in config["tool"]["setuptools"]["package-data"]["skyrl_stack"]
+               for path in (REPO_ROOT / "skyrl_stack").glob(pattern)}
+    tracked = subprocess.run(["git", "-C", str(REPO_ROOT), "ls-files", "skyrl_stack"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    data = {(REPO_ROOT / name).resolve() for name in tracked if not name.endswith(".py")}
+    assert data and data <= shipped, sorted(str(path) for path in data - shipped)
+
+
 def test_pins_load_on_python_310_without_tomllib():
     """Ubuntu 22.04's python3 (3.10) has no tomllib; pins.py falls back to pip's vendored tomli.
     Simulated by hiding tomllib (no 3.10 interpreter here; vermin checks the syntax below)."""
@@ -311,3 +325,18 @@ def test_broken_pins_file_is_one_line_from_the_cli(tmp_path):
     assert out.returncode != 0
     assert out.stderr.strip().splitlines()[0] == f"error: pins file {broken}: [python] uv: missing"
     assert "Traceback" not in out.stderr
+
+
+def test_the_pins_digest_names_the_order_the_patches_apply_in():
+    """[skyrl.patches] apply in file order (SKYRL_PATCHES), so two orders are two images: the pins digest (and the
+    pins tag) must differ, while a single patch keeps the digest it always had."""
+    from skyrl_stack.image.pins import Pins, load_pins
+
+    raw = copy.deepcopy(load_pins().raw)
+    one = dict(raw["skyrl"]["patches"])
+    assert Pins(copy.deepcopy(raw)).digest() == load_pins().digest() and len(one) == 1
+    first, second = (copy.deepcopy(raw) for _ in range(2))
+    first["skyrl"]["patches"] = {**one, "b-second": "b" * 64}
+    second["skyrl"]["patches"] = {"b-second": "b" * 64, **one}
+    assert list(Pins(first).skyrl_patches) != list(Pins(second).skyrl_patches)
+    assert Pins(first).digest() != Pins(second).digest()

@@ -119,3 +119,42 @@ def test_an_edit_to_a_build_input_marks_the_label_dirty_and_others_do_not(checko
     assert bake.git_revision() == clean
     (checkout_copy / "skyrl_stack" / "new_module.py").write_text("")  # untracked, but the image installs it
     assert bake.git_revision() == f"{clean}-dirty"
+
+
+def test_a_shallow_clone_does_not_take_its_cut_commit_for_the_last_change(tmp_path, monkeypatch):
+    """actions/checkout clones at depth 1: its one commit shows every file as added, so `git log -- INPUTS` names
+    HEAD whatever it changed. That is not the last change of the inputs: the label must not say it is (it would
+    give a README-only commit a new digest in CI, the very thing the label's rule is for)."""
+    from skyrl_stack.image import bake
+
+    origin = tmp_path / "origin"
+    (origin / "docker").mkdir(parents=True)
+    (origin / "docker" / "Dockerfile").write_text("FROM scratch\n")
+    _git(tmp_path, "init", "-q", str(origin))
+    inputs_commit = _commit_all(origin, "inputs")
+    (origin / "README.md").write_text("docs\n")
+    readme_commit = _commit_all(origin, "README only")
+
+    full, shallow = tmp_path / "full", tmp_path / "shallow"
+    _git(tmp_path, "clone", "-q", f"file://{origin}", str(full))
+    _git(tmp_path, "clone", "-q", "--depth", "1", f"file://{origin}", str(shallow))
+    monkeypatch.setattr(bake, "project_root", lambda: full)
+    assert bake.git_revision() == inputs_commit
+    monkeypatch.setattr(bake, "project_root", lambda: shallow)
+    assert bake.git_revision() != readme_commit
+    assert bake.git_revision() == "unknown"
+
+
+def test_the_workflows_builds_check_out_the_history_the_label_reads():
+    """Every job that runs `invoke build` clones with fetch-depth 0 (actions/checkout's default depth 1 cuts
+    the history git_revision reads: test above)."""
+    import yaml
+
+    workflow = yaml.safe_load((REPO_ROOT / ".github" / "workflows" / "image.yml").read_text())
+    building = [name for name, job in workflow["jobs"].items()
+                if any("invoke build" in (step.get("run") or "") for step in job["steps"])]
+    assert building == ["check", "release"]
+    for name in building:
+        (checkout,) = [step for step in workflow["jobs"][name]["steps"]
+                       if step.get("uses", "").startswith("actions/checkout@")]
+        assert checkout["with"].get("fetch-depth") == 0, name

@@ -243,3 +243,26 @@ def test_stack_in_failed_or_busy_state_is_refused(status):
     assert status in refused.value.message
     assert refused.value.hint
     check_updatable({"StackName": STACK, "StackStatus": "UPDATE_ROLLBACK_COMPLETE"}, REGION)  # updatable again
+
+
+def test_a_deletion_blocked_by_the_checkpoint_bucket_says_how_to_empty_it(monkeypatch, tmp_path):
+    """Since the stack holds a checkpoint bucket, a bucket with checkpoints blocks `infra.down` as a repository with
+    images does (CloudFormation deletes neither): the hint names both. Only CloudFormation's answer (the failed
+    wait) is stood in for: a stack deletion that fails on AWS's side."""
+    from skyrl_stack.errors import StackError
+    from skyrl_stack.infra import aws_stack
+
+    failed = StackError("deletion of stack skyrl-stack failed (DELETE_FAILED): CheckpointBucket: The bucket you tried "
+                        "to delete is not empty")
+    monkeypatch.setenv("SKYRL_STACK_WORKSPACE", str(tmp_path))
+    from types import SimpleNamespace
+
+    cf = SimpleNamespace(delete_stack=lambda **k: None)
+    monkeypatch.setattr(aws_stack, "_find_stack", lambda *a: ("skyrl-stack", REGION, cf, {"StackId": "id"}))
+    monkeypatch.setattr(aws_stack, "EventPrinter", lambda *a, **k: None)
+    monkeypatch.setattr(aws_stack, "aws_call", lambda *a, **k: None)
+    monkeypatch.setattr(aws_stack, "wait_for_stack", lambda *a: (_ for _ in ()).throw(failed))
+    with pytest.raises(StackError, match=r"The bucket you tried to delete is not empty$") as err:
+        aws_stack.destroy("aws", REGION)
+    assert "aws s3 rm s3://BUCKET --recursive" in err.value.hint and "CheckpointBucketName" in err.value.hint
+    assert "aws ecr batch-delete-image" in err.value.hint
