@@ -108,6 +108,19 @@ def test_without_a_bucket_nothing_changes(state_dir):
     assert "trainer.resume_mode=null" in training_overrides(spec)
 
 
+@pytest.mark.parametrize("mode", ["null", "none", "from_path"])
+def test_durable_storage_refuses_a_resume_mode_that_a_recovery_would_not_resume_from(state_dir, mode):
+    """A managed job's recoveries run the same command: a --set trainer.resume_mode other than latest
+    (which the --set checks accept: SkyRL's config takes a string) would restart each recovery at step 0."""
+    fake_record("vllm")
+    with pytest.raises(StackError, match=rf"^bad --set trainer.resume_mode={mode}: with --bucket"):
+        build_spec("vllm", cloud="aws", bucket="s3://b/r", managed=True, spot=True, sets=[f"trainer.resume_mode={mode}"])
+    spec = build_spec("vllm", cloud="aws", bucket="s3://b/r", managed=True, sets=["trainer.resume_mode=latest"])
+    assert "trainer.resume_mode=latest" in training_overrides(spec)
+    assert "trainer.resume_mode=null" in training_overrides(build_spec("vllm", cloud="aws",
+                                                                       sets=["trainer.resume_mode=null"]))
+
+
 def test_spot_without_managed_warns(state_dir, capsys):
     fake_record("vllm")
     spec = build_spec("vllm", cloud="aws", spot=True)
