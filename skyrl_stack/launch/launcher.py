@@ -63,7 +63,8 @@ def launch(
     check_run_path(spec)  # a new run in an old run's folder, or a --resume with nothing to resume
     # What can be refused without work comes first: the gate and the plan check may pull a large image.
     confirm = confirm and not dry_run
-    secrets = preflight(spec, dry_run=dry_run, confirm=confirm, skip_smoke_gate=skip_smoke_gate, cluster=cluster)
+    secrets = preflight(spec, dry_run=dry_run, confirm=confirm, skip_smoke_gate=skip_smoke_gate, cluster=cluster,
+                        env_overrides=env_overrides)
     path, _ = render(spec, command=command)
     step(f"rendered {path}")
     show_pull_plan(spec)
