@@ -131,6 +131,7 @@ def test_spot_without_managed_warns(state_dir, capsys):
 @pytest.mark.parametrize("kwargs, message", [
     ({"run": "a", "resume": "b", "bucket": "s3://b/r"}, "--run and --resume are mutually exclusive"),
     ({"resume": "r1"}, "--resume r1 needs the bucket that holds its checkpoints"),
+    ({"run": "r1"}, "--run r1 names the run's checkpoint folder under --bucket, and there is no --bucket"),
     ({"run": "../other", "bucket": "s3://b/r"}, "bad --run '../other': a run name is a folder under the bucket"),
     ({"resume": "a/b", "bucket": "s3://b/r"}, "bad --resume 'a/b'"),
     ({"bucket": "/data/ckpts"}, "bad --bucket '/data/ckpts' (an absolute directory only with --cloud local)"),
