@@ -83,6 +83,8 @@ def launch(
     step(f"sky.launch {cluster} on {spec.infra or 'any cloud'} ({spec.nodes} node(s), {spec.gpus or 'no GPUs'})")
     step(f"idle: {autostop_note}")
     if confirm:
+        if spec.spot:  # README "What it costs": a spot launch shows the on-demand plan beside its own
+            _show_plans(task, spec, spot=False)
         _confirm_plan(task, cluster, spec.cloud)
     job_id, _handle = api("launch", task, cluster_name=cluster, dryrun=dry_run, idle_minutes_to_autostop=autostop,
                           down=down, cloud=spec.cloud)

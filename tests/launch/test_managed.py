@@ -315,6 +315,23 @@ def test_managed_launch_asks_after_both_plans(state_dir, server, monkeypatch):
     assert questions == ["Submit managed job r2 with this plan (COST is $ per hour for all 1 node(s))? [y/N] "]
 
 
+def test_an_unmanaged_spot_launch_asks_after_both_plans(state_dir, server, monkeypatch, capsys):
+    """As its dry run does (and README "What it costs" says): the on-demand table, then the task's own
+    spot one, then the question. It showed the spot table alone before asking."""
+    calls, _ = server
+    fake_record("vllm")
+    passed_smoke()
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    spec = build_spec("vllm", cloud="aws", spot=True)
+    with pytest.raises(StackError, match="^launch of c4 not confirmed"):
+        launcher.launch(spec, cluster="c4", confirm=True)
+    assert _names(calls) == ["optimize", "optimize"]  # nothing launched
+    planned = [[r.use_spot for r in dag.tasks[0].resources] for _, (dag,), _ in calls]
+    assert planned == [[False], [True]]
+    assert "plan on on-demand capacity:" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("cloud, kwargs, minutes, line", [
     ("aws", {}, DEFAULT_AUTOSTOP_MINUTES, f"stops after {DEFAULT_AUTOSTOP_MINUTES} idle minutes (default"),
     ("aws", {"autostop": "off"}, None, "no idle autostop (--autostop off)"),
