@@ -277,6 +277,12 @@ def idle_autostop(autostop, down: bool, cloud: str | None) -> tuple[int | None, 
             raise StackError("--autostop off contradicts --down", hint="drop one of them")
         return None, "no idle autostop (--autostop off): the cluster bills until `invoke down`"
     minutes = parse_autostop(autostop)
+    if minutes is not None and not down and cloud == "kubernetes":
+        # sky/execution.py _execute_dag asks for AUTOSTOP, which Kubernetes refuses
+        # (_unsupported_features_for_resources): no launchable resources, after the preflight's image pull.
+        raise StackError(f"--autostop {minutes} would stop the cluster, and Kubernetes cannot stop one "
+                         "(SkyPilot: \"Auto-stop is not supported on Kubernetes\")",
+                         hint=f"add --down to tear it down after {max(minutes, 1)} idle minute(s), or leave --autostop out")
     if minutes is not None:
         verb = "is torn down" if down else "stops"
         return minutes, f"the cluster {verb} after {max(minutes, 1)} idle minute(s) (--autostop {minutes})"

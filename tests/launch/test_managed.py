@@ -348,6 +348,19 @@ def test_an_idle_cluster_stops_by_default(state_dir, server, capsys, cloud, kwar
     assert line in capsys.readouterr().err
 
 
+def test_kubernetes_refuses_an_autostop_that_stops_before_skypilot(state_dir, server):
+    """SkyPilot asks Kubernetes for AUTOSTOP (sky/execution.py), which it lacks: the optimizer would find no
+    resources after the preflight; --down makes it an autodown, which Kubernetes has."""
+    calls, _ = server
+    fake_record("vllm")
+    with pytest.raises(StackError, match="^--autostop 5 would stop the cluster, and Kubernetes cannot stop one") as err:
+        launcher.launch(build_spec("vllm", cloud="kubernetes"), dry_run=True, autostop="5")
+    assert "--down" in err.value.hint and calls == []
+    launcher.launch(build_spec("vllm", cloud="kubernetes"), dry_run=True, autostop="5", down=True)
+    (_, _, sent), = [c for c in calls if c[0] == "launch"]
+    assert (sent["idle_minutes_to_autostop"], sent["down"]) == (5, True)
+
+
 @pytest.mark.reliability("bad input", "`invoke launch --run r1` where the S3 run folder already holds checkpoints",
                          "refused before any SkyPilot request, hint `--resume r1`")
 def test_a_new_run_over_old_checkpoints_stops_the_launch_before_skypilot(s3, state_dir, server):
