@@ -389,6 +389,15 @@ def test_jobs_status_shows_each_runs_recoveries(server, capsys):
     assert capsys.readouterr().out.split() == ["4", "r1", "RUNNING", "recoveries", "2", "2x[L40S:4]"]
 
 
+@pytest.mark.parametrize("call", [managed_jobs.status, managed_jobs.logs, managed_jobs.cancel])
+@pytest.mark.parametrize("name", ["x/y", "a b", "a\nb", "-r1"])
+def test_jobs_commands_refuse_a_name_no_run_can_have_before_any_request(server, call, name):
+    """--run of jobs.status/logs/cancel took any text to SkyPilot's server (a line break included)."""
+    with pytest.raises(StackError, match=r"^bad --run .*: a run name is a folder under the bucket"):
+        call(name)
+    assert server[0] == []
+
+
 def test_jobs_logs_and_cancel_name_the_job(server):
     calls, answers = server
     answers["jobs.tail_logs"] = 100  # SkyPilot's code for a failed managed job (sky/exceptions.py JobExitCode)
