@@ -398,6 +398,23 @@ def test_jobs_commands_refuse_a_name_no_run_can_have_before_any_request(server, 
     assert server[0] == []
 
 
+def test_no_managed_jobs_points_at_jobs_status_not_the_clusters(monkeypatch):
+    """SkyPilot raises ClusterNotUpError when no jobs controller is up (sky/jobs/server/core.py); the hint
+    named `invoke status`, which lists clusters, not managed jobs."""
+    from sky import exceptions as sky_errors
+
+    def no_jobs(request, /, *args, **kwargs):
+        raise sky_errors.ClusterNotUpError("No in-progress managed jobs.", cluster_status=None)
+
+    monkeypatch.setattr(skypilot_api, "_request", no_jobs)
+    with pytest.raises(StackError, match=r"^SkyPilot: No in-progress managed jobs\.$") as err:
+        managed_jobs.logs("r1")
+    assert err.value.hint.startswith("`invoke jobs.status` lists the managed jobs")
+    with pytest.raises(StackError) as err:
+        skypilot_api.api("tail_logs", "c1")
+    assert err.value.hint == "`invoke status` lists the clusters and their state"
+
+
 def test_jobs_logs_and_cancel_name_the_job(server):
     calls, answers = server
     answers["jobs.tail_logs"] = 100  # SkyPilot's code for a failed managed job (sky/exceptions.py JobExitCode)
