@@ -79,6 +79,17 @@ def require_node_access(spec: TaskSpec, cluster: str) -> None:
     )
 
 
+def nodes_cluster(spec: TaskSpec, cluster: str) -> str:
+    """The name SkyPilot gives the cluster the task's nodes are in, which aws.remote_identity's patterns match:
+    a managed job's is the jobs controller's `<run>-<job id>` (sky/jobs/utils.py
+    generate_managed_job_cluster_name; the id is known only once submitted, so the first: 1), else `cluster`."""
+    if not spec.managed or not spec.run_name:
+        return cluster
+    from sky.jobs.utils import generate_managed_job_cluster_name
+
+    return generate_managed_job_cluster_name(spec.run_name, 1)
+
+
 def remote_identity(cluster: str, region: str | None) -> tuple[str, str]:
     """(the identity SkyPilot gives the cluster's nodes on AWS, where that came from), resolved from
     the SkyPilot config this process loads, as write_cluster_config resolves it."""

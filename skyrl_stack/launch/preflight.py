@@ -29,7 +29,7 @@ def preflight(spec: TaskSpec, *, dry_run: bool, confirm: bool, skip_smoke_gate: 
     (the launcher sends it as that secret, launch_env.split_secrets), so it need not be in this shell too.
     """
     from skyrl_stack.launch.clusters import default_cluster
-    from skyrl_stack.launch.node_identity import require_node_access
+    from skyrl_stack.launch.node_identity import nodes_cluster, require_node_access
 
     if confirm and not sys.stdin.isatty():
         raise StackError("launching asks for confirmation, but stdin is not a terminal",
@@ -37,7 +37,7 @@ def preflight(spec: TaskSpec, *, dry_run: bool, confirm: bool, skip_smoke_gate: 
     secrets = launch_secrets(spec, required=not dry_run, given=env_overrides)
     if not dry_run:
         require_smoke_passed(spec.image, skip_smoke_gate)
-        require_node_access(spec, cluster or default_cluster(spec.variant))
+        require_node_access(spec, nodes_cluster(spec, cluster or default_cluster(spec.variant)))
         require_plan_validated(spec, skip_smoke_gate)
     return secrets
 

@@ -220,6 +220,25 @@ def skypilot_config(monkeypatch, tmp_path):
     loader.reload_config()
 
 
+def test_a_managed_jobs_nodes_are_judged_by_the_cluster_name_the_jobs_controller_gives_them(state_dir, skypilot_config,
+                                                                                            tmp_path):
+    """The controller names a managed job's cluster `<run>-<id>`: a remote_identity list that gives
+    `skyrl-*` clusters a profile does not cover it. The check used the unmanaged default, skyrl-vllm."""
+    from skyrl_stack.launch.node_identity import nodes_cluster, remote_identity
+    from skyrl_stack.launch.options import build_spec
+    from tests.launch.test_render import fake_record
+
+    layer = tmp_path / "layer.yaml"
+    layer.write_text("aws:\n  remote_identity:\n    - skyrl-*: skyrl-node-profile\n    - '*': LOCAL_CREDENTIALS\n")
+    skypilot_config(layer)
+    fake_record("vllm")
+    managed = build_spec("vllm", cloud="aws", managed=True, bucket="s3://b/runs", run="r1")
+    assert nodes_cluster(managed, "skyrl-vllm") == "r1-1"
+    assert remote_identity(nodes_cluster(managed, "skyrl-vllm"), None)[0] == "LOCAL_CREDENTIALS"
+    plain = build_spec("vllm", cloud="aws", bucket="s3://b/runs", run="r1")
+    assert remote_identity(nodes_cluster(plain, "skyrl-vllm"), None)[0] == "skyrl-node-profile"
+
+
 def ecr_spec(outputs: dict, bucket: str | None = None):
     from skyrl_stack.launch.options import build_spec
 
