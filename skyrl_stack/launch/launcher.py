@@ -63,7 +63,8 @@ def launch(
     check_run_path(spec)  # a new run in an old run's folder, or a --resume with nothing to resume
     # What can be refused without work comes first: the gate and the plan check may pull a large image.
     confirm = confirm and not dry_run
-    secrets = preflight(spec, dry_run=dry_run, confirm=confirm, skip_smoke_gate=skip_smoke_gate, cluster=cluster)
+    secrets = preflight(spec, dry_run=dry_run, confirm=confirm, skip_smoke_gate=skip_smoke_gate, cluster=cluster,
+                        env_overrides=env_overrides)
     path, _ = render(spec, command=command)
     step(f"rendered {path}")
     show_pull_plan(spec)
@@ -82,6 +83,8 @@ def launch(
     step(f"sky.launch {cluster} on {spec.infra or 'any cloud'} ({spec.nodes} node(s), {spec.gpus or 'no GPUs'})")
     step(f"idle: {autostop_note}")
     if confirm:
+        if spec.spot:  # README "What it costs": a spot launch shows the on-demand plan beside its own
+            _show_plans(task, spec, spot=False)
         _confirm_plan(task, cluster, spec.cloud)
     job_id, _handle = api("launch", task, cluster_name=cluster, dryrun=dry_run, idle_minutes_to_autostop=autostop,
                           down=down, cloud=spec.cloud)

@@ -59,9 +59,15 @@ def volumes(mounts: dict[str, str]) -> dict:
 
 
 def prepare(mounts: dict[str, str]) -> None:
-    """Create the host directories (parse_local_bucket checked they can be)."""
+    """Create the host directories (parse_local_bucket checked what it can; root passes os.access
+    checks that mkdir then fails, e.g. under /proc), one line if one cannot be made."""
     for source in mounts.values():
-        Path(source).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(source).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StackError(f"bad --bucket {source!r}: cannot create it: {exc.strerror or exc}",
+                             hint="with --cloud local, --bucket is a directory this user can create, "
+                                  "e.g. --bucket $PWD/.skyrl-stack/local-bucket") from None
 
 
 def mount_in(container, mounts: dict[str, str], put_file) -> None:

@@ -100,15 +100,21 @@ def parse_run(run: str | None, resume: str | None, variant: str) -> tuple[str, b
     if run and resume:
         raise StackError("--run and --resume are mutually exclusive",
                          hint="--run NAME starts a new run, --resume NAME continues one that has checkpoints")
-    name = resume or run
-    option = "--resume" if resume else "--run"
-    if name is None or name == "":
+    name = check_run_name(resume or run, "--resume" if resume else "--run")
+    if name is None:
         return generated_run_name(variant), False
+    return name, bool(resume)
+
+
+def check_run_name(name: str | None, option: str = "--run") -> str | None:
+    """A run's name as `invoke jobs.*` takes it (None: not given): SkyPilot's name rule, as --run's."""
+    if name is None or name == "":
+        return None
     if not _RUN_NAME.fullmatch(name) or len(name) > MAX_RUN_NAME:
         raise StackError(f"bad {option} {name!r}: a run name is a folder under the bucket and a SkyPilot job name",
                          hint=f"use letters and digits, joined by at most two of '.', '_', '-' (at most {MAX_RUN_NAME} "
                               "characters, a letter or digit at both ends), e.g. gsm8k-r1")
-    return name, bool(resume)
+    return name
 
 
 def require_durable_storage(managed: bool, bucket: str | None, cloud: str | None) -> None:

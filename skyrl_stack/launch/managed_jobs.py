@@ -12,6 +12,7 @@ The job is named after the run (--run / --resume), so the run's name finds it.
 from __future__ import annotations
 
 from skyrl_stack.errors import StackError
+from skyrl_stack.launch.managed import check_run_name
 from skyrl_stack.launch.options import parse_job_id
 from skyrl_stack.launch.skypilot_api import api
 from skyrl_stack.launch.task_spec import TaskSpec
@@ -35,6 +36,7 @@ def submit(spec: TaskSpec, task, *, detach: bool) -> int:
 
 def status(name: str | None = None) -> list[dict]:
     """Print the managed jobs (or those named `name`) with their recovery count; returns the rows printed."""
+    name = check_run_name(name)  # before any request: SkyPilot would take a line break or '/' as a pattern
     records, *_ = api("jobs.queue_v2", refresh=False, skip_finished=False, fields=list(FIELDS), name_match=name)
     rows = []
     for record in records:
@@ -54,13 +56,13 @@ def status(name: str | None = None) -> list[dict]:
 def logs(name: str | None = None, job_id: int | str | None = None, follow: bool = True) -> int:
     """Stream a managed job's logs (by run name or id; the latest without either); returns its exit code
     (SkyPilot's: 0 succeeded, 100 failed, see sky/exceptions.py JobExitCode)."""
-    job_id = parse_job_id(job_id)
+    name, job_id = check_run_name(name), parse_job_id(job_id)
     return int(api("jobs.tail_logs", name=name, job_id=job_id, follow=follow) or 0)
 
 
 def cancel(name: str | None = None, job_id: int | str | None = None) -> None:
     """Cancel a managed job by run name or id: SkyPilot tears its cluster down; the bucket's checkpoints stay."""
-    job_id = parse_job_id(job_id)
+    name, job_id = check_run_name(name), parse_job_id(job_id)
     if (name is None) == (job_id is None):
         raise StackError("name the managed job to cancel: --run NAME or --job-id ID (one of them)",
                          hint="`invoke jobs.status` lists them")

@@ -30,6 +30,7 @@ import sys
 
 from skyrl_stack.errors import StackError
 from skyrl_stack.image.refs import ecr_registry, is_ecr, parse_reference, registry_host
+from skyrl_stack.launch.run_paths import run_url
 from skyrl_stack.launch.task_spec import TaskSpec
 
 # SkyPilot's instance profile for nodes without a custom remote_identity (sky/provision/aws/config.py).
@@ -55,7 +56,7 @@ def require_node_access(spec: TaskSpec, cluster: str) -> None:
     if pulls_with_role:
         needs += [ECR_LOGIN, *((action, ecr_repository_arn(spec.image)) for action in ECR_PULL_ACTIONS)]
     if (spec.bucket or "").startswith("s3://") and profile == identity and _node_identity_mounts_s3():
-        needs += bucket_needs(spec.bucket)
+        needs += bucket_needs(run_folder(spec))
     if not needs:
         return
     known, role, lacking = _role_lacks(profile, needs, region=_region(spec))
@@ -76,6 +77,17 @@ def require_node_access(spec: TaskSpec, cluster: str) -> None:
         f"{profile} ({source}), and {why}",
         hint=_fix_hint(spec, profile),
     )
+
+
+def nodes_cluster(spec: TaskSpec, cluster: str) -> str:
+    """The name SkyPilot gives the cluster the task's nodes are in, which aws.remote_identity's patterns match:
+    a managed job's is the jobs controller's `<run>-<job id>` (sky/jobs/utils.py
+    generate_managed_job_cluster_name; the id is known only once submitted, so the first: 1), else `cluster`."""
+    if not spec.managed or not spec.run_name:
+        return cluster
+    from sky.jobs.utils import generate_managed_job_cluster_name
+
+    return generate_managed_job_cluster_name(spec.run_name, 1)
 
 
 def remote_identity(cluster: str, region: str | None) -> tuple[str, str]:
@@ -103,6 +115,12 @@ def ecr_repository_arn(image: str) -> str:
     account, region = ecr_registry(image)
     name = parse_reference(image).repository.removeprefix(registry_host(image) + "/")
     return f"arn:aws:ecr:{region}:{account}:repository/{name}"
+
+
+def run_folder(spec: TaskSpec) -> str:
+    """Where the run's objects go: its own folder under the bucket (run_paths.run_url), so a role scoped to
+    some runs' prefixes is judged on this run's."""
+    return run_url(spec.bucket, spec.run_name) if spec.run_name else spec.bucket
 
 
 def bucket_needs(bucket: str) -> list[tuple[str, str]]:

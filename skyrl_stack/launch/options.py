@@ -163,17 +163,22 @@ def managed_run(variant: str, cloud: str | None, bucket: str | None, *, managed:
     """--managed / --spot / --run / --resume -> (the run's name, resume?), refusing what cannot be durable.
 
     With durable storage every run has a name (generated unless given): its
-    checkpoints' folder under the bucket. Without it a name is kept only if given.
+    checkpoints' folder under the bucket. Without it there is no run folder, and --run is refused.
     """
     require_durable_storage(managed, bucket, cloud)
     if resume and not bucket:
         raise StackError(f"--resume {resume} needs the bucket that holds its checkpoints",
                          hint="pass the same --bucket the run was launched with")
+    if run and not bucket:
+        # The run's name is its folder under the bucket; on the nodes' disks there is one fixed folder, so the
+        # header's "a new run (its folder must hold no checkpoints)" would name a check that never happens.
+        raise StackError(f"--run {run} names the run's checkpoint folder under --bucket, and there is no --bucket",
+                         hint="add --bucket s3://BUCKET/PATH (checkpoints then outlive the nodes), or leave --run out")
     if spot and not managed:
         print("WARNING: --spot without --managed: a preemption ends the run and nothing relaunches it "
               "(add --managed to have SkyPilot recover it)", file=sys.stderr, flush=True)
     name, resuming = parse_run(run, resume, variant)
-    if not bucket and not run:
+    if not bucket:
         return None, False
     return name, resuming
 
@@ -272,6 +277,12 @@ def idle_autostop(autostop, down: bool, cloud: str | None) -> tuple[int | None, 
             raise StackError("--autostop off contradicts --down", hint="drop one of them")
         return None, "no idle autostop (--autostop off): the cluster bills until `invoke down`"
     minutes = parse_autostop(autostop)
+    if minutes is not None and not down and cloud == "kubernetes":
+        # sky/execution.py _execute_dag asks for AUTOSTOP, which Kubernetes refuses
+        # (_unsupported_features_for_resources): no launchable resources, after the preflight's image pull.
+        raise StackError(f"--autostop {minutes} would stop the cluster, and Kubernetes cannot stop one "
+                         "(SkyPilot: \"Auto-stop is not supported on Kubernetes\")",
+                         hint=f"add --down to tear it down after {max(minutes, 1)} idle minute(s), or leave --autostop out")
     if minutes is not None:
         verb = "is torn down" if down else "stops"
         return minutes, f"the cluster {verb} after {max(minutes, 1)} idle minute(s) (--autostop {minutes})"

@@ -22,24 +22,29 @@ PLAN_CHECK = "skyrl.validate"
 
 
 def preflight(spec: TaskSpec, *, dry_run: bool, confirm: bool, skip_smoke_gate: bool,
-              cluster: str | None = None) -> dict:
-    """Refuse a launch that cannot or must not go ahead; returns the secrets' values for SkyPilot."""
+              cluster: str | None = None, env_overrides: dict | None = None) -> dict:
+    """Refuse a launch that cannot or must not go ahead; returns the secrets' values for SkyPilot.
+
+    env_overrides: the launch's --env values; one that names a secret the task declares gives its value
+    (the launcher sends it as that secret, launch_env.split_secrets), so it need not be in this shell too.
+    """
     from skyrl_stack.launch.clusters import default_cluster
-    from skyrl_stack.launch.node_identity import require_node_access
+    from skyrl_stack.launch.node_identity import nodes_cluster, require_node_access
 
     if confirm and not sys.stdin.isatty():
         raise StackError("launching asks for confirmation, but stdin is not a terminal",
                          hint="see the plan with --dry-run, then launch with --yes")
-    secrets = launch_secrets(spec, required=not dry_run)
+    secrets = launch_secrets(spec, required=not dry_run, given=env_overrides)
     if not dry_run:
         require_smoke_passed(spec.image, skip_smoke_gate)
-        require_node_access(spec, cluster or default_cluster(spec.variant))
+        require_node_access(spec, nodes_cluster(spec, cluster or default_cluster(spec.variant)))
         require_plan_validated(spec, skip_smoke_gate)
     return secrets
 
 
-def launch_secrets(spec: TaskSpec, required: bool) -> dict:
-    """Secret values from this shell's environment, by the names the YAML declares."""
+def launch_secrets(spec: TaskSpec, required: bool, given: dict | None = None) -> dict:
+    """Secret values from this shell's environment (or an --env of the secret's own name), by the names
+    the YAML declares."""
     wanted = {}
     if spec.logger == "wandb":
         wanted["WANDB_API_KEY"] = "WANDB_API_KEY"
@@ -48,7 +53,7 @@ def launch_secrets(spec: TaskSpec, required: bool) -> dict:
         wanted["SKYPILOT_DOCKER_PASSWORD"] = login.password_env
     values = {}
     for secret, env in wanted.items():
-        value = os.environ.get(env)
+        value = (given or {}).get(secret, os.environ.get(env))
         if value is None and required:
             raise StackError(
                 f"{env} is not set (needed for {secret})",

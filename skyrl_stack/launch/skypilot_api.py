@@ -34,7 +34,16 @@ def api(name: str, /, *args, cloud: str | None = None, **kwargs):
     except Exception as exc:  # SkyPilot's own exception types; re-raised as one line
         if isinstance(exc, StackError):
             raise
-        raise _explain(exc, cloud) from None
+        error = _explain(exc, cloud)
+        if name.startswith("jobs.") and error.hint == CLUSTERS_HINT:
+            # A managed-jobs request: SkyPilot raises ClusterNotUpError when no jobs controller is up
+            # ("No in-progress managed jobs"); the clusters are not what the user asked about.
+            error = StackError(error.message, hint=JOBS_HINT)
+        raise error from None
+
+
+CLUSTERS_HINT = "`invoke status` lists the clusters and their state"
+JOBS_HINT = "`invoke jobs.status` lists the managed jobs and their state (`invoke launch --managed` submits one)"
 
 
 def _request(name: str, /, *args, **kwargs):
@@ -73,7 +82,7 @@ def _explain(exc: Exception, cloud: str | None) -> StackError:
     if isinstance(exc, sky_errors.ResourcesUnavailableError):
         return _explain_unavailable(exc, text, where, check)
     if isinstance(exc, (sky_errors.ClusterDoesNotExist, sky_errors.ClusterNotUpError)):
-        return StackError(f"SkyPilot: {text}", hint="`invoke status` lists the clusters and their state")
+        return StackError(f"SkyPilot: {text}", hint=CLUSTERS_HINT)
     if isinstance(exc, sky_errors.NotSupportedError):
         return StackError(f"SkyPilot does not support this on {where}: {text}",
                           hint="choose another cloud with --cloud, or drop the option it names")

@@ -355,6 +355,14 @@ def training_values(spec: TaskSpec) -> dict[str, str]:
         values["trainer.resume_mode"] = RESUME
     for key, value in spec.sets:
         values[key] = value
+    if spec.bucket and values["trainer.resume_mode"] != RESUME:
+        # The run's folder and every recovery rest on `latest` (managed.py RESUME): `null` would restart a
+        # managed job at step 0 on each recovery (and --resume NAME at 0 in a folder whose old steps SkyRL's
+        # cleanup keeps); `from_path` would reload the same checkpoint on each recovery.
+        raise StackError(f"bad --set trainer.resume_mode={values['trainer.resume_mode']}: with --bucket the run "
+                         f"resumes from its own folder's newest checkpoint (resume_mode={RESUME}), every "
+                         "recovery included",
+                         hint="leave it out; --resume NAME continues a run, --run NAME starts one in a new folder")
     check_batch_sets(plan, values)
     parse_ckpts_to_keep(values[CKPTS_KEY])
     # data paths first, as in the seed; the rest keeps insertion order.

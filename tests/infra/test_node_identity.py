@@ -147,6 +147,26 @@ def skypilot_resolves(layer: Path, aws_env: dict, home: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def test_the_bucket_is_judged_on_the_runs_own_folder(state_dir):
+    """Objects go to s3://B/PATH/RUN/... (one folder per run): a role scoped to some runs' prefix can use
+    this run's folder. The check asked for B/PATH/checkpoint and refused it."""
+    from skyrl_stack.infra.iam_access import missing
+    from skyrl_stack.launch.node_identity import bucket_needs, run_folder
+    from skyrl_stack.launch.options import build_spec
+    from tests.launch.test_render import fake_record
+
+    fake_record("vllm")
+    team = [{"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": ["arn:aws:s3:::b"]},
+            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+             "Resource": ["arn:aws:s3:::b/runs/team-a-*"]}]
+    ours = build_spec("vllm", cloud="aws", bucket="s3://b/runs", run="team-a-r1")
+    assert run_folder(ours) == "s3://b/runs/team-a-r1"
+    assert missing(team, bucket_needs(run_folder(ours))) == []
+    assert missing(team, bucket_needs(ours.bucket)) != []  # what the check asked before: the bucket's path only
+    theirs = build_spec("vllm", cloud="aws", bucket="s3://b/runs", run="team-b-r1")
+    assert missing(team, bucket_needs(run_folder(theirs))) == ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+
+
 def test_skypilot_gives_controllers_credentials_and_task_clusters_the_node_profile(aws, state_dir, tmp_path):
     """The generated layer, loaded and applied by SkyPilot's own config and cluster-config code."""
     import yaml
@@ -198,6 +218,25 @@ def skypilot_config(monkeypatch, tmp_path):
     yield load
     monkeypatch.undo()
     loader.reload_config()
+
+
+def test_a_managed_jobs_nodes_are_judged_by_the_cluster_name_the_jobs_controller_gives_them(state_dir, skypilot_config,
+                                                                                            tmp_path):
+    """The controller names a managed job's cluster `<run>-<id>`: a remote_identity list that gives
+    `skyrl-*` clusters a profile does not cover it. The check used the unmanaged default, skyrl-vllm."""
+    from skyrl_stack.launch.node_identity import nodes_cluster, remote_identity
+    from skyrl_stack.launch.options import build_spec
+    from tests.launch.test_render import fake_record
+
+    layer = tmp_path / "layer.yaml"
+    layer.write_text("aws:\n  remote_identity:\n    - skyrl-*: skyrl-node-profile\n    - '*': LOCAL_CREDENTIALS\n")
+    skypilot_config(layer)
+    fake_record("vllm")
+    managed = build_spec("vllm", cloud="aws", managed=True, bucket="s3://b/runs", run="r1")
+    assert nodes_cluster(managed, "skyrl-vllm") == "r1-1"
+    assert remote_identity(nodes_cluster(managed, "skyrl-vllm"), None)[0] == "LOCAL_CREDENTIALS"
+    plain = build_spec("vllm", cloud="aws", bucket="s3://b/runs", run="r1")
+    assert remote_identity(nodes_cluster(plain, "skyrl-vllm"), None)[0] == "skyrl-node-profile"
 
 
 def ecr_spec(outputs: dict, bucket: str | None = None):

@@ -188,3 +188,9 @@ def test_a_local_bucket_that_does_not_exist_yet_is_accepted_and_made_at_launch(t
     assert local_bucket.parse_local_bucket(str(target)) == str(target) and not target.exists()
     local_bucket.prepare({"/checkpoints": str(target)})
     assert target.is_dir()
+
+
+def test_a_local_bucket_that_cannot_be_made_is_one_line():
+    # /proc takes no new folders, not even root's, whom parse_local_bucket's os.access check lets through.
+    with pytest.raises(StackError, match=r"bad --bucket '/proc/skyrl-stack-no-such/ckpt': cannot create it"):
+        local_bucket.prepare({"/checkpoints": "/proc/skyrl-stack-no-such/ckpt"})

@@ -56,9 +56,14 @@ def parse(override: str):
 def skyrl_train_argv(spec) -> list[str]:
     """The arguments the rendered `run:` passes to skyrl-train, as bash gives them (head node, the task's envs)."""
     config = yaml.safe_load(yaml.safe_dump(task_config(spec)))
-    stubs = 'skyrl-gsm8k-data() { :; }\nskyrl-ray-up() { :; }\nskyrl-train() { printf "%s\\0" "$@"; }\n'
+    # Every other image script the run: calls (skyrl-phase, skyrl-ckpt-guard, ... docker/scripts/bin) does
+    # nothing here but drain what is piped into it; skyrl-train prints its arguments.
+    others = sorted(p.name for p in (REPO_ROOT / "docker" / "scripts" / "bin").iterdir() if p.name != "skyrl-train")
+    stubs = "".join(f"{name}() {{ cat >/dev/null; }}\n" for name in others)
+    stubs += 'skyrl-train() { printf "%s\\0" "$@"; }\n'
     env = {**config["envs"], "SKYPILOT_NODE_RANK": "0", "PATH": os.environ["PATH"]}
-    result = subprocess.run(["bash", "-c", stubs + config["run"]], env=env, capture_output=True, check=True)
+    result = subprocess.run(["bash", "-c", stubs + config["run"]], env=env, capture_output=True, check=True,
+                            stdin=subprocess.DEVNULL)
     return result.stdout.decode().split("\0")[:-1]
 
 

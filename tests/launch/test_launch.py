@@ -119,6 +119,19 @@ def test_missing_secret_is_one_clear_line(state_dir, sdk, monkeypatch):
     assert "--logger console" in err.value.hint and "launch" not in sdk.calls
 
 
+def test_a_secret_given_with_env_is_not_also_required_from_the_shell(state_dir, sdk, monkeypatch):
+    """`--env WANDB_API_KEY=...` goes to SkyPilot as that secret (launch_env.split_secrets): the preflight
+    took only the shell's value and refused the launch as if the key were missing."""
+    fake_record("vllm")
+    passed_smoke()
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    launcher.launch(build_spec("vllm", cloud="aws"), detach=True,
+                    env_overrides=options.parse_env(["WANDB_API_KEY=key-from-env-flag"]))
+    (task,), _ = sdk.calls["launch"]
+    assert task.secrets["WANDB_API_KEY"].get_secret_value() == "key-from-env-flag"
+    assert "WANDB_API_KEY" not in task.envs
+
+
 def test_image_in_a_local_registry_is_refused(state_dir, sdk):
     fake_record("vllm")
     spec = build_spec("vllm", cloud="aws", image="127.0.0.1:5000/skyrl-stack@" + FAKE_DIGEST)

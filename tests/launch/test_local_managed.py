@@ -232,18 +232,24 @@ def test_invoke_launch_managed_local_recovers_from_a_preemption_at_20s(rehearsal
 
 # ----------------------------------------------------------------------- what render writes for durable storage
 
+def head_lines(config: dict) -> list[str]:
+    """The head's part of run:, without skyrl-phase's timing lines (run_script PHASES)."""
+    head = config["run"].split('if [ "$SKYPILOT_NODE_RANK" = "0" ]; then\n', 1)[1].splitlines()
+    return [line for line in head if not line.startswith("  skyrl-phase ")]
+
+
 def test_durable_storage_renders_the_guard_before_training_and_resume_latest(tmp_path):
     image = "r/x@sha256:" + "0" * 64
     local = task_config(build_spec("rehearsal", cloud="local", nodes=2, managed=True, bucket=str(tmp_path), run="r1",
                                    image=image))
     assert local["file_mounts"] == {"/checkpoints": {"source": str(tmp_path), "mode": "MOUNT_CACHED"}}
-    head = local["run"].split('if [ "$SKYPILOT_NODE_RANK" = "0" ]; then\n', 1)[1].splitlines()
+    head = head_lines(local)
     assert head[0] == "  skyrl-ckpt-guard /checkpoints/r1"
     assert head[1].startswith("  skyrl-rehearsal-job --port 6479 --ckpt-path /checkpoints/r1 --steps \"$REHEARSAL_STEPS\"")
     assert {k: local["envs"][k] for k in REHEARSAL_TRAINING} == REHEARSAL_TRAINING
 
     gpu = task_config(build_spec("vllm", cloud="aws", nodes=2, bucket="s3://b/runs", run="r1", image=image))
-    head = gpu["run"].split('if [ "$SKYPILOT_NODE_RANK" = "0" ]; then\n', 1)[1].splitlines()
+    head = head_lines(gpu)
     assert head[:2] == ["  skyrl-ckpt-guard /checkpoints/r1", "  skyrl-train \\"]
     assert "    trainer.resume_mode=latest \\" in head and "    trainer.ckpt_path=/checkpoints/r1 \\" in head
     # without durable storage: no guard, no resume (a fresh node has nothing to resume from)

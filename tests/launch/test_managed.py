@@ -108,6 +108,19 @@ def test_without_a_bucket_nothing_changes(state_dir):
     assert "trainer.resume_mode=null" in training_overrides(spec)
 
 
+@pytest.mark.parametrize("mode", ["null", "none", "from_path"])
+def test_durable_storage_refuses_a_resume_mode_that_a_recovery_would_not_resume_from(state_dir, mode):
+    """A managed job's recoveries run the same command: a --set trainer.resume_mode other than latest
+    (which the --set checks accept: SkyRL's config takes a string) would restart each recovery at step 0."""
+    fake_record("vllm")
+    with pytest.raises(StackError, match=rf"^bad --set trainer.resume_mode={mode}: with --bucket"):
+        build_spec("vllm", cloud="aws", bucket="s3://b/r", managed=True, spot=True, sets=[f"trainer.resume_mode={mode}"])
+    spec = build_spec("vllm", cloud="aws", bucket="s3://b/r", managed=True, sets=["trainer.resume_mode=latest"])
+    assert "trainer.resume_mode=latest" in training_overrides(spec)
+    assert "trainer.resume_mode=null" in training_overrides(build_spec("vllm", cloud="aws",
+                                                                       sets=["trainer.resume_mode=null"]))
+
+
 def test_spot_without_managed_warns(state_dir, capsys):
     fake_record("vllm")
     spec = build_spec("vllm", cloud="aws", spot=True)
@@ -118,6 +131,7 @@ def test_spot_without_managed_warns(state_dir, capsys):
 @pytest.mark.parametrize("kwargs, message", [
     ({"run": "a", "resume": "b", "bucket": "s3://b/r"}, "--run and --resume are mutually exclusive"),
     ({"resume": "r1"}, "--resume r1 needs the bucket that holds its checkpoints"),
+    ({"run": "r1"}, "--run r1 names the run's checkpoint folder under --bucket, and there is no --bucket"),
     ({"run": "../other", "bucket": "s3://b/r"}, "bad --run '../other': a run name is a folder under the bucket"),
     ({"resume": "a/b", "bucket": "s3://b/r"}, "bad --resume 'a/b'"),
     ({"bucket": "/data/ckpts"}, "bad --bucket '/data/ckpts' (an absolute directory only with --cloud local)"),
@@ -301,6 +315,23 @@ def test_managed_launch_asks_after_both_plans(state_dir, server, monkeypatch):
     assert questions == ["Submit managed job r2 with this plan (COST is $ per hour for all 1 node(s))? [y/N] "]
 
 
+def test_an_unmanaged_spot_launch_asks_after_both_plans(state_dir, server, monkeypatch, capsys):
+    """As its dry run does (and README "What it costs" says): the on-demand table, then the task's own
+    spot one, then the question. It showed the spot table alone before asking."""
+    calls, _ = server
+    fake_record("vllm")
+    passed_smoke()
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    spec = build_spec("vllm", cloud="aws", spot=True)
+    with pytest.raises(StackError, match="^launch of c4 not confirmed"):
+        launcher.launch(spec, cluster="c4", confirm=True)
+    assert _names(calls) == ["optimize", "optimize"]  # nothing launched
+    planned = [[r.use_spot for r in dag.tasks[0].resources] for _, (dag,), _ in calls]
+    assert planned == [[False], [True]]
+    assert "plan on on-demand capacity:" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("cloud, kwargs, minutes, line", [
     ("aws", {}, DEFAULT_AUTOSTOP_MINUTES, f"stops after {DEFAULT_AUTOSTOP_MINUTES} idle minutes (default"),
     ("aws", {"autostop": "off"}, None, "no idle autostop (--autostop off)"),
@@ -315,6 +346,19 @@ def test_an_idle_cluster_stops_by_default(state_dir, server, capsys, cloud, kwar
     (_, _, sent), = [c for c in calls if c[0] == "launch"]
     assert sent["idle_minutes_to_autostop"] == minutes
     assert line in capsys.readouterr().err
+
+
+def test_kubernetes_refuses_an_autostop_that_stops_before_skypilot(state_dir, server):
+    """SkyPilot asks Kubernetes for AUTOSTOP (sky/execution.py), which it lacks: the optimizer would find no
+    resources after the preflight; --down makes it an autodown, which Kubernetes has."""
+    calls, _ = server
+    fake_record("vllm")
+    with pytest.raises(StackError, match="^--autostop 5 would stop the cluster, and Kubernetes cannot stop one") as err:
+        launcher.launch(build_spec("vllm", cloud="kubernetes"), dry_run=True, autostop="5")
+    assert "--down" in err.value.hint and calls == []
+    launcher.launch(build_spec("vllm", cloud="kubernetes"), dry_run=True, autostop="5", down=True)
+    (_, _, sent), = [c for c in calls if c[0] == "launch"]
+    assert (sent["idle_minutes_to_autostop"], sent["down"]) == (5, True)
 
 
 @pytest.mark.reliability("bad input", "`invoke launch --run r1` where the S3 run folder already holds checkpoints",
@@ -343,6 +387,32 @@ def test_jobs_status_shows_each_runs_recoveries(server, capsys):
     assert rows == [{"id": 4, "name": "r1", "status": "RUNNING", "recoveries": 2, "resources": "2x[L40S:4]"}]
     assert calls[0][2]["name_match"] == "r1" and "recovery_count" in calls[0][2]["fields"]
     assert capsys.readouterr().out.split() == ["4", "r1", "RUNNING", "recoveries", "2", "2x[L40S:4]"]
+
+
+@pytest.mark.parametrize("call", [managed_jobs.status, managed_jobs.logs, managed_jobs.cancel])
+@pytest.mark.parametrize("name", ["x/y", "a b", "a\nb", "-r1"])
+def test_jobs_commands_refuse_a_name_no_run_can_have_before_any_request(server, call, name):
+    """--run of jobs.status/logs/cancel took any text to SkyPilot's server (a line break included)."""
+    with pytest.raises(StackError, match=r"^bad --run .*: a run name is a folder under the bucket"):
+        call(name)
+    assert server[0] == []
+
+
+def test_no_managed_jobs_points_at_jobs_status_not_the_clusters(monkeypatch):
+    """SkyPilot raises ClusterNotUpError when no jobs controller is up (sky/jobs/server/core.py); the hint
+    named `invoke status`, which lists clusters, not managed jobs."""
+    from sky import exceptions as sky_errors
+
+    def no_jobs(request, /, *args, **kwargs):
+        raise sky_errors.ClusterNotUpError("No in-progress managed jobs.", cluster_status=None)
+
+    monkeypatch.setattr(skypilot_api, "_request", no_jobs)
+    with pytest.raises(StackError, match=r"^SkyPilot: No in-progress managed jobs\.$") as err:
+        managed_jobs.logs("r1")
+    assert err.value.hint.startswith("`invoke jobs.status` lists the managed jobs")
+    with pytest.raises(StackError) as err:
+        skypilot_api.api("tail_logs", "c1")
+    assert err.value.hint == "`invoke status` lists the clusters and their state"
 
 
 def test_jobs_logs_and_cancel_name_the_job(server):
