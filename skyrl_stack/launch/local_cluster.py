@@ -195,16 +195,22 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def run(job: LocalRun, stream=None, hooks=None) -> int:
+def new_task_id(job: LocalRun) -> str:
+    """SKYPILOT_TASK_ID as SkyPilot forms it (sky-<date>_<cluster>_<job id>)."""
+    return f"sky-{time.strftime('%Y-%m-%d-%H-%M-%S')}_{job.name}_1"
+
+
+def run(job: LocalRun, stream=None, hooks=None, task_id: str | None = None) -> int:
     """Run the job on a fresh local cluster; 0 when every node's `run:` succeeded, else the first failure's code.
 
     hooks (local_managed.py's controller): `started(containers)` once every node is up, `finished(containers)`
-    after the job, before the nodes are removed."""
+    after the job, before the nodes are removed. task_id: the controller keeps one across recoveries, as
+    SkyPilot's does; a plain run gets a new one."""
     from docker.errors import DockerException
 
     docker = _engine_for(job)
     cluster = f"{job.name}-{secrets.token_hex(3)}"
-    task_id = f"sky-{time.strftime('%Y-%m-%d-%H-%M-%S')}_{job.name}_1"
+    task_id = task_id or new_task_id(job)
     labels = owner_labels(cluster)
     network = None
     containers = []

@@ -18,7 +18,7 @@ What it models, from SkyPilot 0.14.1's own code:
   failed relaunch) terminates the cluster and launches a new one: here every
   node container is removed and new ones start, so node disks (and a cached
   mount's not-yet-uploaded files) are lost, the bucket directory stays, and
-  `run:` runs again from the top with the same SKYPILOT_TASK_ID.
+  `run:` runs again from the top with the same SKYPILOT_TASK_ID (one id for every attempt).
 - `--preempt NODE@SECONDS` kills that node's container SECONDS after the
   managed job started (a spot preemption: the VM is gone at once, nothing is
   flushed); one that comes due while the cluster is being replaced lands as
@@ -164,6 +164,8 @@ class Controller:
         self.attempt: Attempt | None = None
         self.start = time.monotonic()
         self.done = threading.Event()
+        # One SKYPILOT_TASK_ID for every attempt: SkyPilot's controller keeps it across recoveries.
+        self.task_id = local_cluster.new_task_id(job)
 
     def say(self, message: str) -> None:
         self.stream.write(f"(jobs controller) {message}\n")
@@ -238,7 +240,8 @@ class Controller:
                     self.say(f"recovery {self.attempt.number - 1}: launching every node again "
                              f"({self.policy.strategy}: the old cluster is terminated, node disks and all); "
                              "`run:` starts again from the top")
-                code = local_cluster.run(self.job, stream=_Watch(self.stream, self.attempt, self.elapsed), hooks=self)
+                code = local_cluster.run(self.job, stream=_Watch(self.stream, self.attempt, self.elapsed), hooks=self,
+                                         task_id=self.task_id)
                 outcome = self._decide(code)
                 if outcome is not None:
                     self._summary(attempts, outcome)

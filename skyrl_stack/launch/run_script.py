@@ -45,11 +45,11 @@ def run_script(spec: TaskSpec, ray_port: int) -> str:
         "# until all SKYPILOT_NUM_NODES nodes joined (SKYRL_RAY_JOIN_TIMEOUT seconds).",
         f"skyrl-ray-up --port {ray_port} | skyrl-phase --on {shlex.quote(RAY_JOINED)} {PHASES[2]}",
         'if [ "$SKYPILOT_NODE_RANK" = "0" ]; then',
-        f"  skyrl-phase {PHASES[3]}",
     ]
     if spec.bucket:
         # Durable storage: the checkpoint a resume loads is a complete one (never a cut upload).
         lines.append(f"  skyrl-ckpt-guard {shlex.quote(spec.ckpt_path)}")
+    lines.append(f"  skyrl-phase {PHASES[3]}")
     lines += _training_command(spec) if spec.backend else [_rehearsal_command(spec, ray_port)]
     # The workers' run: holds their node in the cluster until this; a failed job
     # never gets here, and SkyPilot's job then cancels the workers itself.

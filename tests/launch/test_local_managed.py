@@ -279,12 +279,15 @@ def test_the_rendered_policy_restarts_a_failing_job_up_to_max_restarts_on_errors
     (run_dir / "global_step_20" / "policy").mkdir(parents=True)
     (run_dir / "latest_ckpt_global_step.txt").write_text("5")
     job = managed_job.job
-    job.run = job.run.replace("skyrl-ckpt-guard", "true")
+    job.run = 'echo "task id: $SKYPILOT_TASK_ID"\n' + job.run.replace("skyrl-ckpt-guard", "true")
     out = io.StringIO()
     controller = local_managed.Controller(job, local_managed.RecoveryPolicy.from_task(managed_job.config), [], stream=out)
     assert controller.run() == 1
     text = out.getvalue()
     assert len(controller.attempts) == 1 + MAX_RESTARTS_ON_ERRORS
+    # SkyPilot's controller keeps SKYPILOT_TASK_ID across recoveries: every node of every attempt sees one id.
+    task_ids = re.findall(r"task id: (\S+)", text)
+    assert len(task_ids) == len(controller.attempts) * job.nodes and len(set(task_ids)) == 1, task_ids
     for restart in range(1, MAX_RESTARTS_ON_ERRORS + 1):
         assert (f"restarting: restart {restart} of {MAX_RESTARTS_ON_ERRORS} on errors (max_restarts_on_errors)"
                 in text), text
