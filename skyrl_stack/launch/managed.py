@@ -97,6 +97,9 @@ def generated_run_name(variant: str, now: float | None = None, token: str | None
 
 def parse_run(run: str | None, resume: str | None, variant: str) -> tuple[str, bool]:
     """--run NAME / --resume NAME -> (run name, resume?); neither: a generated name, a new run."""
+    for option, value in (("--run", run), ("--resume", resume)):
+        if value is not None and not value.strip():  # `--resume ""` would silently start a new run
+            raise StackError(f"bad {option} {value!r}: it is empty", hint=f"name the run: {option} NAME, or leave {option} out")
     if run and resume:
         raise StackError("--run and --resume are mutually exclusive",
                          hint="--run NAME starts a new run, --resume NAME continues one that has checkpoints")

@@ -136,6 +136,8 @@ def test_spot_without_managed_warns(state_dir, capsys):
     ({"resume": "a/b", "bucket": "s3://b/r"}, "bad --resume 'a/b'"),
     ({"bucket": "/data/ckpts"}, "bad --bucket '/data/ckpts' (an absolute directory only with --cloud local)"),
     ({"managed": True, "cloud": "local"}, "--managed needs durable checkpoint storage"),
+    ({"resume": "", "bucket": "s3://b/r"}, "bad --resume '': it is empty"),
+    ({"run": " ", "bucket": "s3://b/r"}, "bad --run ' ': it is empty"),
 ])
 def test_bad_run_options_are_one_clear_error(state_dir, kwargs, message):
     fake_record("vllm")
@@ -160,16 +162,15 @@ def test_any_run_name_is_a_single_safe_folder_or_one_line_refusal(name):
         return
     from sky.task import _is_valid_name  # SkyPilot's own rule for task and job names
 
-    if name:
-        assert parsed == name and not resume
-        assert "/" not in parsed and ".." != parsed and parsed[0].isalnum() and len(parsed) <= 63
-        assert parsed.isascii() and parsed.isprintable() and " " not in parsed
-    else:  # no name: one is generated
-        assert re.fullmatch(r"vllm-\d{8}-\d{6}-[0-9a-f]{4}", parsed)
+    assert name, "an empty --run is refused (it would silently be a new, generated run)"
+    assert parsed == name and not resume
+    assert "/" not in parsed and ".." != parsed and parsed[0].isalnum() and len(parsed) <= 63
+    assert parsed.isascii() and parsed.isprintable() and " " not in parsed
     assert _is_valid_name(parsed)
 
 
 def test_generated_run_names_differ_and_say_when():
+    assert re.fullmatch(r"vllm-\d{8}-\d{6}-[0-9a-f]{4}", managed.parse_run(None, None, "vllm")[0])
     assert managed.generated_run_name("vllm", now=0, token="abcd") == "vllm-19700101-000000-abcd"
     assert len({managed.generated_run_name("vllm", now=0) for _ in range(20)}) > 1
 
