@@ -95,6 +95,16 @@ def generated_run_name(variant: str, now: float | None = None, token: str | None
     return f"{variant}-{stamp}-{token or secrets.token_hex(2)}"
 
 
+def check_durable_resume_mode(mode: str) -> None:
+    """With durable storage the run and every recovery rest on `latest` (RESUME): `null` would restart a
+    managed job at step 0 on each recovery (and --resume NAME at 0 in a folder whose old steps SkyRL's
+    cleanup keeps); `from_path` would reload the same checkpoint on each recovery."""
+    if mode != RESUME:
+        raise StackError(f"bad --set trainer.resume_mode={mode}: with --bucket the run resumes from its own "
+                         f"folder's newest checkpoint (resume_mode={RESUME}), every recovery included",
+                         hint="leave it out; --resume NAME continues a run, --run NAME starts one in a new folder")
+
+
 def parse_run(run: str | None, resume: str | None, variant: str) -> tuple[str, bool]:
     """--run NAME / --resume NAME -> (run name, resume?); neither: a generated name, a new run."""
     for option, value in (("--run", run), ("--resume", resume)):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from skyrl_stack.errors import StackError
 from skyrl_stack.image.refs import is_ecr, registry_host
 from skyrl_stack.launch.loggers import check_logger
-from skyrl_stack.launch.managed import RESUME
+from skyrl_stack.launch.managed import RESUME, check_durable_resume_mode
 from skyrl_stack.launch.training_plan import (
     BATCH_KEYS,
     CKPTS_KEY,
@@ -49,9 +49,8 @@ DATA_DIR = "/root/data/gsm8k"
 LOCAL_CKPT_DIR = "/root/ckpts/gsm8k_1.5B_ckpt"
 BUCKET_MOUNT = "/checkpoints"
 
-# Bounds on what a task may ask for, each with its reason. A value past one is
-# a typo or a paste error far more often than a plan, and it would only fail
-# (or cost) later, on the cloud.
+# Bounds on what a task may ask for, each with its reason. A value past one is a typo or a paste
+# error far more often than a plan, and it would only fail (or cost) later, on the cloud.
 # GPUs per node: no instance type in SkyPilot's catalogs has more than 16 GPUs
 # (GCP a2-megagpu-16g: 16 x A100, skypilot-catalog catalogs/v8/gcp/vms.csv; AWS
 # p4d/p5 and Azure ND have 8).
@@ -353,16 +352,9 @@ def training_values(spec: TaskSpec) -> dict[str, str]:
     })
     if spec.bucket:  # durable: a first run and each recovery run one command (managed.py RESUME)
         values["trainer.resume_mode"] = RESUME
-    for key, value in spec.sets:
-        values[key] = value
-    if spec.bucket and values["trainer.resume_mode"] != RESUME:
-        # The run's folder and every recovery rest on `latest` (managed.py RESUME): `null` would restart a
-        # managed job at step 0 on each recovery (and --resume NAME at 0 in a folder whose old steps SkyRL's
-        # cleanup keeps); `from_path` would reload the same checkpoint on each recovery.
-        raise StackError(f"bad --set trainer.resume_mode={values['trainer.resume_mode']}: with --bucket the run "
-                         f"resumes from its own folder's newest checkpoint (resume_mode={RESUME}), every "
-                         "recovery included",
-                         hint="leave it out; --resume NAME continues a run, --run NAME starts one in a new folder")
+    values.update(spec.sets)  # last wins, in place
+    if spec.bucket:
+        check_durable_resume_mode(values["trainer.resume_mode"])
     check_batch_sets(plan, values)
     parse_ckpts_to_keep(values[CKPTS_KEY])
     # data paths first, as in the seed; the rest keeps insertion order.
