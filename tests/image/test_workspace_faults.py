@@ -45,7 +45,7 @@ def fill(disk: Path, leave_pages: int = 0) -> None:
             path.write_bytes(b"x" * PAGE)
     for path in made[-1 - leave_pages:]:
         path.unlink(missing_ok=True)
-    with pytest.raises(OSError):  # the last one did not fit: the disk is full to the page
+    with pytest.raises(OSError, match="No space left on device"):  # the last one did not fit: the disk is full to the page
         (fillers / "probe").write_bytes(b"x" * PAGE * (leave_pages + 1))
     (fillers / "probe").unlink(missing_ok=True)
 

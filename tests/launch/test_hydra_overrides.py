@@ -193,7 +193,7 @@ def test_the_hints_quoted_form_is_accepted_and_read_back_as_exactly_the_text(tex
 def test_a_free_form_section_takes_skyrls_own_plus_form():
     """ppo_base_config.yaml: "To specify an engine arg in the CLI override, use the format:
     +generator.engine_init_kwargs.arg_name=value"; nothing render checks lives there."""
-    with pytest.raises(StackError) as err:
+    with pytest.raises(StackError, match="generator.engine_init_kwargs.max_model_len") as err:
         spec_for("generator.engine_init_kwargs.max_model_len=4096")
     assert err.value.hint == "add it with SkyRL's form: --set +generator.engine_init_kwargs.max_model_len=VALUE"
     argv = skyrl_train_argv(spec_for("+generator.engine_init_kwargs.max_model_len=4096"))

@@ -411,7 +411,7 @@ def test_no_managed_jobs_points_at_jobs_status_not_the_clusters(monkeypatch):
     with pytest.raises(StackError, match=r"^SkyPilot: No in-progress managed jobs\.$") as err:
         managed_jobs.logs("r1")
     assert err.value.hint.startswith("`invoke jobs.status` lists the managed jobs")
-    with pytest.raises(StackError) as err:
+    with pytest.raises(StackError, match=r"^SkyPilot: No in-progress managed jobs\.$") as err:
         skypilot_api.api("tail_logs", "c1")
     assert err.value.hint == "`invoke status` lists the clusters and their state"
 
